@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from saas_app.core.db import Base, UUIDPrimaryKey
+from saas_app.tenancy.models import TenantOwned
+
+
+class Session(UUIDPrimaryKey, TenantOwned, Base):
+    """One login: its id is the `sid` of every token it issues (the refresh-token family)."""
+
+    __tablename__ = "session"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    # The scope granted at login; NULL means "whatever the user's roles allow".
+    scope: Mapped[str | None] = mapped_column(Text)
+    amr: Mapped[str] = mapped_column(String(100))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class RefreshToken(TenantOwned, Base):
+    """Every refresh token a session ever issued, by hash; a used one is retired for good."""
+
+    __tablename__ = "refresh_token"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("session.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

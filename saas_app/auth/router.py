@@ -1,0 +1,161 @@
+"""/t/{tenant}/auth: sign-up, the OAuth token endpoint, revocation, logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData
+
+from saas_app.abuse import per_ip_limit
+from saas_app.auth import service
+from saas_app.auth.errors import NO_STORE, InvalidRequest, SlowDown, UnsupportedGrantType
+from saas_app.core.errors import RateLimited
+from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep
+from saas_app.runtime import ClientIPDep, RuntimeDep, SessionDep
+from saas_app.tenancy.deps import TenantDep
+from saas_app.users.schemas import Credentials, UserRead
+
+router = APIRouter(prefix="/t/{tenant}/auth", tags=["auth"])
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+MAX_FIELD = 4096
+
+
+def _form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": fields, "required": required}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
+TOKEN_FORM = _form_body(
+    {
+        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+        "username": {"type": "string"},
+        "password": {"type": "string", "format": "password"},
+        "refresh_token": {"type": "string"},
+        "scope": {"type": "string"},
+    },
+    ["grant_type"],
+)
+REVOKE_FORM = _form_body({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """Parses an OAuth form: malformed input is `invalid_request`, never a 422 (RFC 6749 §5.2)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in FORM_TYPES:
+        raise InvalidRequest("Send the parameters form-encoded.")
+    try:
+        form: FormData = await request.form(max_files=0, max_fields=20)
+    except Exception as exc:  # the parser's errors vary by content type
+        raise InvalidRequest("Malformed form body.") from exc
+    values: dict[str, str] = {}
+    for key, value in form.multi_items():
+        # RFC 6749 §3.2: parameters must not be included more than once.
+        if key in values or not isinstance(value, str) or len(value) > MAX_FIELD:
+            raise InvalidRequest(f"Parameter {key!r} is repeated, not text or too long.")
+        values[key] = value
+    return values
+
+
+def field(form: dict[str, str], name: str) -> str:
+    value = form.get(name)
+    if not value:
+        raise InvalidRequest(f"Missing parameter: {name}.")
+    return value
+
+
+@router.post(
+    "/register", status_code=201, dependencies=[Depends(per_ip_limit("register", "REGISTER_RATE_LIMIT"))]
+)
+async def register(
+    body: Credentials, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
+) -> UserRead:
+    """Signs up a new member of the tenant (when self sign-up is open)."""
+    user, roles = await service.register(
+        session=session,
+        runtime=runtime,
+        tenant=tenant,
+        email=body.email,
+        password=body.password,
+        full_name=body.full_name,
+        origin=origin,
+    )
+    return UserRead.of(user, roles)
+
+
+@router.post("/token", openapi_extra=TOKEN_FORM, responses={200: {"description": "Token response"}})
+async def token(
+    request: Request,
+    tenant: TenantDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    ip: ClientIPDep,
+    origin: AnonymousOriginDep,
+) -> JSONResponse:
+    """OAuth 2.0 token endpoint (password and refresh_token grants)."""
+    try:
+        await runtime.limiter.enforce("token", runtime.settings.LOGIN_RATE_LIMIT, ip)
+    except RateLimited as exc:
+        raise SlowDown(exc.retry_after) from exc
+    form = await read_form(request)
+    grant_type = field(form, "grant_type")
+    if grant_type == "password":
+        grant = await service.password_grant(
+            session=session,
+            runtime=runtime,
+            tenant=tenant,
+            username=field(form, "username"),
+            password=field(form, "password"),
+            scope=form.get("scope"),
+            user_agent=request.headers.get("user-agent"),
+            origin=origin,
+        )
+    elif grant_type == "refresh_token":
+        grant = await service.refresh_grant(
+            session=session,
+            runtime=runtime,
+            tenant=tenant,
+            refresh_token=field(form, "refresh_token"),
+            scope=form.get("scope"),
+            origin=origin,
+        )
+    else:
+        raise UnsupportedGrantType(f"Unsupported grant_type {grant_type[:40]!r}.")
+    return JSONResponse(grant.body(), headers=NO_STORE)
+
+
+@router.post("/revoke", openapi_extra=REVOKE_FORM)
+async def revoke(
+    request: Request, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
+) -> Response:
+    """RFC 7009 token revocation: 200 whether or not the token was known."""
+    form = await read_form(request)
+    await service.revoke_token(
+        session=session,
+        runtime=runtime,
+        tenant=tenant,
+        token=field(form, "token"),
+        token_type_hint=form.get("token_type_hint"),
+        origin=origin,
+    )
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.post("/logout", status_code=204)
+async def logout(principal: CurrentPrincipal, session: SessionDep, origin: OriginDep) -> Response:
+    """Ends the caller's session: its refresh and access tokens stop working at once."""
+    if principal.session_id is not None:
+        await service.end_session(
+            session=session,
+            tenant_id=principal.tenant_id,
+            session_id=principal.session_id,
+            origin=origin,
+            reason="logout",
+        )
+    return Response(status_code=204)

@@ -1,0 +1,350 @@
+"""Sign-up and the OAuth 2.0 grants (RFC 6749 §4.3 password, §6 refresh), revocation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.audit import service as audit
+from saas_app.audit.service import Origin, Ref
+from saas_app.auth import sessions
+from saas_app.auth.errors import BAD_CREDENTIALS, InvalidGrant, InvalidScope, SlowDown
+from saas_app.auth.models import Session
+from saas_app.core.errors import DomainError, RateLimited
+from saas_app.rbac import service as rbac
+from saas_app.rbac.models import Role
+from saas_app.rbac.permissions import CATALOGUE, MEMBER
+from saas_app.runtime import Runtime
+from saas_app.security.tokens import InvalidToken
+from saas_app.tenancy.cache import TenantInfo
+from saas_app.tenancy.service import SignupClosed
+from saas_app.users import service as users
+from saas_app.users.models import User
+
+FAILURE_BUCKET = "login_failures"
+
+
+class InvalidPassword(DomainError):
+    status = 400
+    code = "invalid_password"
+    title = "The current password is wrong"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scope: str
+    session_id: uuid.UUID
+
+    def body(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "scope": self.scope,
+        }
+
+
+def parse_scope(scope: str | None) -> frozenset[str] | None:
+    """RFC 6749 §3.3: space-delimited; unknown names are `invalid_scope`. None = default."""
+    if scope is None or not scope.strip():
+        return None
+    requested = frozenset(scope.split())
+    if requested - CATALOGUE:
+        raise InvalidScope("Unknown scope requested.")
+    return requested
+
+
+async def register(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant: TenantInfo,
+    email: str,
+    password: str,
+    full_name: str | None,
+    origin: Origin,
+) -> tuple[User, list[Role]]:
+    """Self sign-up as a `member`, when the tenant allows it."""
+    if not tenant.allow_signup:
+        raise SignupClosed("This tenant does not allow self sign-up.")
+    # Hash before the first query: on SQLite the write lock is held from then to commit.
+    password_hash = await runtime.hasher.hash(password)
+    return await users.create_user(
+        session=session,
+        tenant_id=tenant.id,
+        email=email,
+        password_hash=password_hash,
+        full_name=full_name,
+        role_names=[MEMBER],
+        origin=origin,
+    )
+
+
+async def check_password(
+    *, runtime: Runtime, tenant_id: uuid.UUID, email: str, password: str, user: User | None
+) -> tuple[bool, str | None]:
+    """Verifies a password under the per-account failure limit.
+
+    The attempt takes its slot *before* the (slow) hash check, so parallel guesses cannot
+    all pass a "not yet throttled" check; a success clears the account's bucket.
+    """
+    limit = runtime.settings.LOGIN_FAILURE_LIMIT
+    key = users.normalise_email(email)
+    await runtime.limiter.enforce(FAILURE_BUCKET, limit, str(tenant_id), key)
+    ok, new_hash = await runtime.hasher.verify(password, user.password_hash if user else None)
+    if ok:
+        await runtime.limiter.clear(FAILURE_BUCKET, limit, str(tenant_id), key)
+    return ok, new_hash
+
+
+async def password_grant(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant: TenantInfo,
+    username: str,
+    password: str,
+    scope: str | None,
+    user_agent: str | None,
+    origin: Origin,
+) -> TokenGrant:
+    """RFC 6749 §4.3: exchanges e-mail and password for tokens."""
+    requested = parse_scope(scope)
+    user = await users.find_by_email(session=session, tenant_id=tenant.id, email=username)
+    # End the read before the slow hash check: nothing is written yet, and on SQLite this
+    # releases the write lock so logins hash in parallel.
+    await session.commit()
+    try:
+        ok, new_hash = await check_password(
+            runtime=runtime, tenant_id=tenant.id, email=username, password=password, user=user
+        )
+    except RateLimited as exc:
+        raise SlowDown(exc.retry_after) from exc
+    if user is None or not ok or not user.is_active:
+        reason = "unknown_user" if user is None else ("bad_password" if not ok else "inactive")
+        await audit.record(
+            session=session,
+            tenant_id=tenant.id,
+            action="login.failed",
+            origin=origin,
+            target=Ref("user", user.id) if user else None,
+            details={"reason": reason},
+        )
+        # Same answer whether the e-mail is unknown, the password wrong or the user disabled.
+        raise InvalidGrant(BAD_CREDENTIALS)
+    if new_hash:
+        user.password_hash = new_hash
+    return await _open_session(
+        session=session,
+        runtime=runtime,
+        tenant=tenant,
+        user=user,
+        requested=requested,
+        amr=("pwd",),
+        user_agent=user_agent,
+        origin=origin,
+    )
+
+
+async def _open_session(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant: TenantInfo,
+    user: User,
+    requested: frozenset[str] | None,
+    amr: tuple[str, ...],
+    user_agent: str | None,
+    origin: Origin,
+) -> TokenGrant:
+    roles = await rbac.roles_by_user(session=session, tenant_id=tenant.id, user_ids=[user.id])
+    held = rbac.permissions_of(roles.get(user.id, []))
+    if requested is not None and not requested <= held:
+        raise InvalidScope("The requested scope exceeds the user's permissions.")
+    login, refresh_token = await sessions.start(
+        session=session,
+        tenant_id=tenant.id,
+        user_id=user.id,
+        scope=" ".join(sorted(requested)) if requested is not None else None,
+        amr=amr,
+        user_agent=user_agent,
+        lifetimes=runtime.lifetimes,
+        now=origin.now,
+    )
+    await audit.record(
+        session=session,
+        tenant_id=tenant.id,
+        action="login.succeeded",
+        origin=Origin(actor=Ref("user", user.id), ip=origin.ip, now=origin.now),
+        target=Ref("session", login.id),
+        details={"amr": list(amr)},
+    )
+    granted = requested if requested is not None else held
+    return _grant(runtime, tenant, login, refresh_token, granted, origin)
+
+
+def _grant(
+    runtime: Runtime,
+    tenant: TenantInfo,
+    login: Session,
+    refresh_token: str,
+    granted: frozenset[str],
+    origin: Origin,
+) -> TokenGrant:
+    access_token = runtime.access_tokens.issue(
+        tenant_slug=tenant.slug,
+        tenant_id=tenant.id,
+        user_id=login.user_id,
+        session_id=login.id,
+        scope=granted,
+        amr=tuple(login.amr.split()),
+        now=origin.now,
+    )
+    return TokenGrant(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        expires_in=runtime.access_tokens.ttl_seconds,
+        scope=" ".join(sorted(granted)),
+        session_id=login.id,
+    )
+
+
+async def refresh_grant(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant: TenantInfo,
+    refresh_token: str,
+    scope: str | None,
+    origin: Origin,
+) -> TokenGrant:
+    """RFC 6749 §6 with rotation; reuse of a retired token revokes the session (RFC 9700 §4.14.2)."""
+    requested = parse_scope(scope)
+    rotation = await sessions.rotate(
+        session=session,
+        tenant_id=tenant.id,
+        refresh_token=refresh_token,
+        lifetimes=runtime.lifetimes,
+        now=origin.now,
+    )
+    if rotation.failure == "reused" and rotation.login is not None:
+        await _revoke_for_reuse(session, tenant, rotation.login, origin)
+    if rotation.new_token is None or rotation.login is None:
+        raise InvalidGrant(BAD_CREDENTIALS)
+    login = rotation.login
+    user = await users.get_user(session=session, tenant_id=tenant.id, user_id=login.user_id)
+    if not user.is_active:
+        raise InvalidGrant(BAD_CREDENTIALS)
+    roles = await rbac.roles_by_user(session=session, tenant_id=tenant.id, user_ids=[user.id])
+    held = rbac.permissions_of(roles.get(user.id, []))
+    ceiling = frozenset(login.scope.split()) if login.scope is not None else held
+    if requested is not None and not requested <= ceiling:
+        # Nothing is committed: the presented token stays valid (InvalidScope rolls back).
+        raise InvalidScope("A refresh may narrow the granted scope, never widen it.")
+    granted = (requested if requested is not None else ceiling) & held
+    await audit.record(
+        session=session,
+        tenant_id=tenant.id,
+        action="token.refreshed",
+        origin=Origin(actor=Ref("user", user.id), ip=origin.ip, now=origin.now),
+        target=Ref("session", login.id),
+    )
+    return _grant(runtime, tenant, login, rotation.new_token, granted, origin)
+
+
+async def _revoke_for_reuse(
+    session: AsyncSession, tenant: TenantInfo, login: Session, origin: Origin
+) -> None:
+    revoked = await sessions.revoke(session=session, tenant_id=tenant.id, session_id=login.id, now=origin.now)
+    await audit.record(
+        session=session,
+        tenant_id=tenant.id,
+        action="token.reuse_detected",
+        origin=origin,
+        target=Ref("session", login.id),
+        details={"user_id": str(login.user_id), "session_revoked": revoked},
+    )
+
+
+async def revoke_token(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant: TenantInfo,
+    token: str,
+    token_type_hint: str | None,
+    origin: Origin,
+) -> None:
+    """RFC 7009: ends the session of a refresh or access token; unknown tokens are ignored."""
+    login_id: uuid.UUID | None = None
+    if token_type_hint != "access_token":  # noqa: S105 (a hint name, not a secret)
+        found = await sessions.session_of_refresh_token(
+            session=session, tenant_id=tenant.id, refresh_token=token
+        )
+        login_id = found.id if found else None
+    if login_id is None:
+        try:
+            claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=origin.now)
+            login_id = claims.sid if claims.tid == tenant.id else None
+        except InvalidToken:
+            return
+    if login_id is not None:
+        await end_session(
+            session=session, tenant_id=tenant.id, session_id=login_id, origin=origin, reason="revoked"
+        )
+
+
+async def end_session(
+    *, session: AsyncSession, tenant_id: uuid.UUID, session_id: uuid.UUID, origin: Origin, reason: str
+) -> bool:
+    """Revokes one session and audits it; returns whether it was live."""
+    ended = await sessions.revoke(session=session, tenant_id=tenant_id, session_id=session_id, now=origin.now)
+    if ended:
+        await audit.record(
+            session=session,
+            tenant_id=tenant_id,
+            action="session.revoked",
+            origin=origin,
+            target=Ref("session", session_id),
+            details={"reason": reason},
+        )
+    return ended
+
+
+async def change_password(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    current_session_id: uuid.UUID | None,
+    current_password: str,
+    new_password: str,
+    origin: Origin,
+) -> None:
+    """Replaces the password after checking the current one; every other session ends."""
+    user = await users.get_user(session=session, tenant_id=tenant_id, user_id=user_id)
+    await session.commit()  # nothing written yet; do not hold a lock while hashing
+    ok, _ = await check_password(
+        runtime=runtime, tenant_id=tenant_id, email=user.email, password=current_password, user=user
+    )
+    if not ok:
+        raise InvalidPassword()
+    user.password_hash = await runtime.hasher.hash(new_password)
+    ended = await sessions.revoke_all(
+        session=session, tenant_id=tenant_id, user_id=user_id, now=origin.now, keep=current_session_id
+    )
+    await audit.record(
+        session=session,
+        tenant_id=tenant_id,
+        action="password.changed",
+        origin=origin,
+        target=Ref("user", user_id),
+        details={"sessions_ended": ended},
+    )

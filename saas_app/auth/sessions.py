@@ -1,0 +1,199 @@
+"""Login sessions and their rotating refresh tokens (RFC 6749 §10.4, RFC 9700 §4.14).
+
+Each refresh returns a new token and retires the old one with a single conditional
+UPDATE, so of N parallel uses exactly one wins. A retired token presented again means
+it leaked: the whole session (every token of that `sid`) is revoked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.auth.models import RefreshToken, Session
+from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.security.opaque import digest, new_refresh_token
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    absolute: timedelta
+    idle: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """The outcome of presenting a refresh token.
+
+    `new_token` is set on success. Otherwise `failure` says why: "unknown" (never issued
+    here), "reused" (retired before: `login` is the session to revoke) or "dead" (the
+    session was revoked or timed out).
+    """
+
+    login: Session | None
+    new_token: str | None = None
+    failure: str | None = None
+
+
+def is_live(lifetimes: Lifetimes, now: datetime) -> ColumnElement[bool]:
+    """SQL condition: not revoked, within the absolute lifetime, used recently enough."""
+    return and_(
+        Session.revoked_at.is_(None),
+        Session.expires_at > now,
+        Session.last_used_at > now - lifetimes.idle,
+    )
+
+
+async def start(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    scope: str | None,
+    amr: tuple[str, ...],
+    user_agent: str | None,
+    lifetimes: Lifetimes,
+    now: datetime,
+) -> tuple[Session, str]:
+    """Opens a session and returns it with its first refresh token."""
+    login = Session(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        user_id=user_id,
+        scope=scope,
+        amr=" ".join(amr),
+        user_agent=(user_agent or "")[:300] or None,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + lifetimes.absolute,
+    )
+    session.add(login)
+    await session.flush()  # no relationship() orders the inserts: the session row goes first
+    token = _add_refresh_token(session, login, now)
+    await session.flush()
+    return login, token
+
+
+def _add_refresh_token(session: AsyncSession, login: Session, now: datetime) -> str:
+    token = new_refresh_token()
+    session.add(
+        RefreshToken(token_hash=digest(token), tenant_id=login.tenant_id, session_id=login.id, created_at=now)
+    )
+    return token
+
+
+async def rotate(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    refresh_token: str,
+    lifetimes: Lifetimes,
+    now: datetime,
+) -> Rotation:
+    """Retires the presented token and, if its session is live, issues the next one."""
+    token_hash = digest(refresh_token)
+    retire = (
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.tenant_id == tenant_id,
+            RefreshToken.used_at.is_(None),
+        )
+        .values(used_at=now)
+        .returning(RefreshToken.session_id)
+    )
+    session_id = (await session.execute(retire)).scalar_one_or_none()
+    if session_id is None:
+        owner = await session_of_refresh_token(
+            session=session, tenant_id=tenant_id, refresh_token=refresh_token
+        )
+        return Rotation(owner, failure="reused" if owner else "unknown")
+    login = await session.scalar(select(Session).where(Session.id == session_id, is_live(lifetimes, now)))
+    if login is None:
+        return Rotation(None, failure="dead")
+    login.last_used_at = now
+    return Rotation(login, new_token=_add_refresh_token(session, login, now))
+
+
+async def session_of_refresh_token(
+    *, session: AsyncSession, tenant_id: uuid.UUID, refresh_token: str
+) -> Session | None:
+    """Returns the session that issued a refresh token (used or not), if any."""
+    stmt = (
+        select(Session)
+        .join(RefreshToken, RefreshToken.session_id == Session.id)
+        .where(RefreshToken.token_hash == digest(refresh_token), RefreshToken.tenant_id == tenant_id)
+    )
+    return await session.scalar(stmt)
+
+
+async def revoke(
+    *, session: AsyncSession, tenant_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+) -> bool:
+    """Ends a session: its refresh tokens and access tokens stop working at once."""
+    stmt = (
+        update(Session)
+        .where(Session.id == session_id, Session.tenant_id == tenant_id, Session.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def revoke_all(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+    keep: uuid.UUID | None = None,
+) -> int:
+    """Ends every session of a user (but `keep`); returns how many were live."""
+    stmt = update(Session).where(
+        Session.tenant_id == tenant_id, Session.user_id == user_id, Session.revoked_at.is_(None)
+    )
+    if keep is not None:
+        stmt = stmt.where(Session.id != keep)
+    stmt = stmt.values(revoked_at=now).execution_options(synchronize_session=False)
+    result = await session.execute(stmt)
+    return int(getattr(result, "rowcount", 0))
+
+
+async def list_live(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    lifetimes: Lifetimes,
+    now: datetime,
+    page: PageParams,
+) -> tuple[list[Session], str | None]:
+    """Returns a page of the user's live sessions, oldest first."""
+    stmt = select(Session).where(
+        Session.tenant_id == tenant_id, Session.user_id == user_id, is_live(lifetimes, now)
+    )
+    stmt = keyset_page(stmt, page, Session.created_at, Session.id)
+    return split_page(list((await session.scalars(stmt)).all()), page)
+
+
+async def get_live(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    lifetimes: Lifetimes,
+    now: datetime,
+) -> Session | None:
+    stmt = select(Session).where(
+        Session.id == session_id,
+        Session.tenant_id == tenant_id,
+        Session.user_id == user_id,
+        is_live(lifetimes, now),
+    )
+    return await session.scalar(stmt)

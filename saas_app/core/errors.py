@@ -1,0 +1,188 @@
+"""Domain errors and their rendering as RFC 9457 problem details (or RFC 6749 §5.2)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+PROBLEM_JSON = "application/problem+json"
+logger = logging.getLogger("saas_app.errors")
+
+
+class DomainError(Exception):
+    """A failure a client can act on; one handler renders every subclass."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str | None] = None
+    keep_changes: ClassVar[bool] = False
+
+    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None):
+        super().__init__(detail or self.default_detail())
+        self.detail = detail or self.default_detail()
+        self.headers = dict(headers or {})
+
+    @classmethod
+    def default_detail(cls) -> str:
+        return cls.title or HTTPStatus(cls.status).phrase
+
+    def extra(self) -> dict[str, Any]:
+        """Extension members added to the problem body."""
+        return {}
+
+    def challenge(self, realm: str) -> str | None:
+        """The WWW-Authenticate value for this error (RFC 6750 §3), if it needs one."""
+        return None
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class Unauthorized(DomainError):
+    """No credential, or one that is invalid, expired or revoked (RFC 6750 §3.1)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str | None = None, *, presented: bool = True) -> None:
+        super().__init__(detail or "Missing, invalid or expired credentials.")
+        self.presented = presented
+
+    def challenge(self, realm: str) -> str | None:
+        value = f'Bearer realm="{realm}"'
+        return value + ', error="invalid_token"' if self.presented else value
+
+
+class PermissionDenied(Forbidden):
+    """A valid principal lacks a permission (RFC 6750 §3.1 insufficient_scope)."""
+
+    def __init__(self, missing: list[str] | str, detail: str | None = None) -> None:
+        self.missing = [missing] if isinstance(missing, str) else list(missing)
+        super().__init__(detail or f"Missing permission: {' '.join(self.missing)}.")
+
+    def extra(self) -> dict[str, Any]:
+        return {"missing_permissions": self.missing}
+
+    def challenge(self, realm: str) -> str | None:
+        scope = " ".join(self.missing)
+        return f'Bearer realm="{realm}", error="insufficient_scope", scope="{scope}"'
+
+
+class RateLimited(DomainError):
+    status = 429
+    code = "rate_limited"
+    keep_changes = True
+
+    def __init__(self, retry_after: int, detail: str | None = None):
+        super().__init__(detail or "Too many requests; retry later.")
+        self.retry_after = max(1, retry_after)
+        self.headers["Retry-After"] = str(self.retry_after)
+
+
+class ServiceUnavailable(DomainError):
+    status = 503
+    code = "service_unavailable"
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Returns an RFC 9457 problem details response."""
+    body = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Keeps loc/msg/type of pydantic errors; the rejected input is never echoed."""
+    return [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in errors
+    ]
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    headers = dict(exc.headers)
+    challenge = exc.challenge(str(request.path_params.get("tenant", "saas_app")))
+    if challenge:
+        headers["WWW-Authenticate"] = challenge
+    return problem(exc.status, exc.code, exc.detail, title=exc.title, headers=headers, **exc.extra())
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return problem(
+        422,
+        "validation_error",
+        "The request is not valid.",
+        errors=validation_errors(exc.errors()),
+    )
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"))
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return problem(exc.status_code, code, detail, headers=exc.headers)
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    lost_connection = isinstance(exc, OperationalError | PoolTimeout | OSError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    if not lost_connection:
+        return await _unexpected(request, exc)
+    logger.error("database unavailable: %s", type(exc).__name__)
+    return problem(503, "service_unavailable", "The database is unavailable; retry later.")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal_error", "An unexpected error occurred.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in (DBAPIError, PoolTimeout, OSError):
+        app.add_exception_handler(error, _database_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,105 @@
+"""Structured logs: one line per request, never a body, query string or credential."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from saas_app.core.config import Settings
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+access_logger = logging.getLogger("saas_app.access")
+RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "at": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update({k: v for k, v in record.__dict__.items() if k not in RESERVED})
+        if record.exc_info and record.exc_info[0] is not None:
+            line["error"] = record.exc_info[0].__name__
+            line["trace"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in RESERVED)
+        base = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{base} {extra}".rstrip()
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(settings: Settings) -> None:
+    """Installs one stderr handler on the `saas_app` logger tree."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if settings.LOG_FORMAT == "json" else TextFormatter())
+    root = logging.getLogger("saas_app")
+    root.handlers[:] = [handler]
+    root.setLevel(settings.LOG_LEVEL.upper())
+    root.propagate = False
+
+
+class RequestLogMiddleware:
+    """Echoes/assigns X-Request-ID and logs method, route template, status and duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            access_logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": getattr(route, "path", "<unmatched>"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "tenant": scope.get("path_params", {}).get("tenant"),
+                    "request_id": request_id,
+                },
+            )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if REQUEST_ID.match(candidate):
+                return str(candidate)
+            break
+    return uuid.uuid4().hex

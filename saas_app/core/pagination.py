@@ -1,0 +1,90 @@
+"""Keyset pagination: `limit` + opaque `cursor`, answered as `{"items", "next_cursor"}`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    at: datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    after: Keyset | None
+
+
+def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps({"at": at.isoformat(), "id": str(row_id)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Keyset:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        return Keyset(at=datetime.fromisoformat(data["at"]), id=uuid.UUID(data["id"]))
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise RequestValidationError(
+            [{"loc": ("query", "cursor"), "msg": "Malformed cursor", "type": "value_error"}]
+        ) from exc
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> PageParams:
+    return PageParams(limit=limit, after=decode_cursor(cursor) if cursor else None)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def keyset_page(
+    stmt: Select[Any],
+    params: PageParams,
+    at: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[uuid.UUID],
+    *,
+    newest_first: bool = False,
+) -> Select[Any]:
+    """Orders by (at, id) and starts after the cursor; fetches one extra row to see a next page."""
+    if params.after is not None:
+        a = params.after
+        if newest_first:
+            stmt = stmt.where(or_(at < a.at, and_(at == a.at, row_id < a.id)))
+        else:
+            stmt = stmt.where(or_(at > a.at, and_(at == a.at, row_id > a.id)))
+    order = (at.desc(), row_id.desc()) if newest_first else (at.asc(), row_id.asc())
+    return stmt.order_by(*order).limit(params.limit + 1)
+
+
+def split_page(rows: list[Any], params: PageParams) -> tuple[list[Any], str | None]:
+    """Returns the page's rows and the cursor of the next page (None on the last one)."""
+    if len(rows) <= params.limit:
+        return rows, None
+    rows = rows[: params.limit]
+    last = rows[-1]
+    return rows, encode_cursor(last.created_at, last.id)

@@ -1,0 +1,71 @@
+"""The application factory; `app` is what uvicorn serves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from saas_app.audit.router import router as audit_router
+from saas_app.auth.errors import OAuthError, oauth_error_handler
+from saas_app.auth.router import router as auth_router
+from saas_app.core.clock import Clock, SystemClock
+from saas_app.core.config import Settings, get_settings
+from saas_app.core.errors import install_error_handlers
+from saas_app.core.logging import RequestLogMiddleware, configure_logging
+from saas_app.platform import router as platform_router
+from saas_app.projects.router import router as projects_router
+from saas_app.rbac.router import router as roles_router
+from saas_app.runtime import Runtime
+from saas_app.tenancy.router import router as tenancy_router
+from saas_app.users.router import admin_router, me_router
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Builds the app; engines, keys and limiters are made in the lifespan, not at import."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.build(settings, clock or SystemClock())
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.engine.dispose()
+
+    app = FastAPI(
+        title="saas_app",
+        version="1.0.0",
+        summary="Multi-tenant authentication: OAuth2 password flow, refresh rotation, RBAC.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_exception_handler(OAuthError, oauth_error_handler)
+    for router in (
+        platform_router,
+        tenancy_router,
+        auth_router,
+        me_router,  # before admin_router: /users/me must not match /users/{user_id}
+        admin_router,
+        roles_router,
+        projects_router,
+        audit_router,
+    ):
+        app.include_router(router)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
+        )
+    app.add_middleware(RequestLogMiddleware)
+    return app
+
+
+app = create_app()

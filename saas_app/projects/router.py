@@ -1,0 +1,77 @@
+"""/t/{tenant}/projects: the guarded example domain router."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.exceptions import RequestValidationError
+
+from saas_app.core.pagination import Page, PageDep
+from saas_app.guards import Principal, require
+from saas_app.projects import service
+from saas_app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
+from saas_app.runtime import NowDep, SessionDep
+
+router = APIRouter(prefix="/t/{tenant}/projects", tags=["projects"])
+Reader = Annotated[Principal, Depends(require("projects:read"))]
+Writer = Annotated[Principal, Depends(require("projects:write"))]
+
+
+def _read(project: object) -> ProjectRead:
+    return ProjectRead.model_validate(project, from_attributes=True)
+
+
+@router.get("")
+async def list_projects(principal: Reader, session: SessionDep, page: PageDep) -> Page[ProjectRead]:
+    """Lists the tenant's projects."""
+    rows, next_cursor = await service.list_projects(session=session, tenant_id=principal.tenant_id, page=page)
+    return Page(items=[_read(p) for p in rows], next_cursor=next_cursor)
+
+
+@router.post("", status_code=201)
+async def create_project(
+    body: ProjectCreate, principal: Writer, session: SessionDep, now: NowDep
+) -> ProjectRead:
+    """Creates a project."""
+    project = await service.create_project(
+        session=session,
+        tenant_id=principal.tenant_id,
+        name=body.name,
+        description=body.description,
+        created_by=principal.user_id,
+        now=now,
+    )
+    return _read(project)
+
+
+@router.get("/{project_id}")
+async def read_project(project_id: uuid.UUID, principal: Reader, session: SessionDep) -> ProjectRead:
+    """Returns a project (404 for another tenant's id)."""
+    return _read(
+        await service.get_project(session=session, tenant_id=principal.tenant_id, project_id=project_id)
+    )
+
+
+@router.patch("/{project_id}")
+async def update_project(
+    project_id: uuid.UUID, body: ProjectUpdate, principal: Writer, session: SessionDep
+) -> ProjectRead:
+    """Renames or re-describes a project."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name", "") is None:
+        raise RequestValidationError(
+            [{"loc": ("body", "name"), "msg": "name cannot be null", "type": "value_error"}]
+        )
+    project = await service.update_project(
+        session=session, tenant_id=principal.tenant_id, project_id=project_id, changes=changes
+    )
+    return _read(project)
+
+
+@router.delete("/{project_id}", status_code=204)
+async def delete_project(project_id: uuid.UUID, principal: Writer, session: SessionDep) -> Response:
+    """Deletes a project."""
+    await service.delete_project(session=session, tenant_id=principal.tenant_id, project_id=project_id)
+    return Response(status_code=204)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, StringConstraints
+
+from saas_app.users.schemas import StrictModel
+
+ProjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=10_000)]
+
+
+class ProjectCreate(StrictModel):
+    name: ProjectName
+    description: Description | None = None
+
+
+class ProjectUpdate(StrictModel):
+    name: ProjectName | None = None
+    description: Description | None = None
+
+
+class ProjectRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    created_by: uuid.UUID | None
+    created_at: datetime

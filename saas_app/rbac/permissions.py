@@ -1,0 +1,31 @@
+"""The fixed permission catalogue and the built-in roles every tenant starts with."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PERMISSIONS: Final = (
+    "projects:read",
+    "projects:write",
+    "users:read",
+    "users:manage",
+    "roles:manage",
+    "api_keys:manage",
+    "audit:read",
+    "tenant:manage",
+)
+CATALOGUE: Final = frozenset(PERMISSIONS)
+
+OWNER: Final = "owner"
+MEMBER: Final = "member"
+BUILTIN_ROLES: Final[dict[str, tuple[str, ...]]] = {
+    OWNER: PERMISSIONS,
+    "admin": tuple(p for p in PERMISSIONS if p != "tenant:manage"),
+    MEMBER: ("projects:read", "projects:write"),
+    "viewer": ("projects:read",),
+}
+
+
+def ordered(permissions: frozenset[str] | set[str]) -> list[str]:
+    """Returns permissions in catalogue order (stable output for clients and tests)."""
+    return [p for p in PERMISSIONS if p in permissions]

@@ -1,0 +1,104 @@
+"""What the app builds once at start-up, and the dependencies that hand it to routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import Request
+
+from saas_app.auth.sessions import Lifetimes
+from saas_app.core.clock import Clock
+from saas_app.core.config import Settings
+from saas_app.core.db import create_engine, create_session_factory
+from saas_app.core.ratelimit import RateLimiter
+from saas_app.security.passwords import PasswordHasher
+from saas_app.security.tokens import AccessTokens, TokenKeys
+from saas_app.tenancy.cache import TenantCache
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    write_session_factory: async_sessionmaker[AsyncSession]
+    hasher: PasswordHasher
+    keys: TokenKeys
+    access_tokens: AccessTokens
+    limiter: RateLimiter
+    lifetimes: Lifetimes
+    tenants: TenantCache
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock) -> Runtime:
+        engine = create_engine(settings)
+        keys = TokenKeys(settings)
+        return cls(
+            settings=settings,
+            clock=clock,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            write_session_factory=create_session_factory(engine, for_writes=True),
+            hasher=PasswordHasher(settings),
+            keys=keys,
+            access_tokens=AccessTokens(keys, settings),
+            limiter=RateLimiter(settings),
+            lifetimes=Lifetimes(
+                absolute=timedelta(days=settings.REFRESH_TOKEN_TTL_DAYS),
+                idle=timedelta(days=settings.SESSION_IDLE_DAYS),
+            ),
+            tenants=TenantCache(settings.TENANT_CACHE_SECONDS),
+        )
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_now(runtime: Annotated[Runtime, Depends(get_runtime)]) -> datetime:
+    """The request's "now", read once so every check in a request agrees."""
+    return runtime.clock.now()
+
+
+def client_ip(request: Request) -> str:
+    """The socket peer; uvicorn's --proxy-headers has already applied trusted X-Forwarded-For."""
+    return request.client.host if request.client else "unknown"
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """Yields the request's session; commits when the route succeeds, else rolls back.
+
+    Errors that must keep their side effects (a failed login's audit event) carry
+    `keep_changes = True`.
+    """
+    runtime = get_runtime(request)
+    safe = request.method in SAFE_METHODS
+    factory = runtime.session_factory if safe else runtime.write_session_factory
+    async with factory() as session:
+        try:
+            yield session
+        except BaseException as exc:
+            if getattr(exc, "keep_changes", False):
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        await session.commit()
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+NowDep = Annotated[datetime, Depends(get_now)]
+ClientIPDep = Annotated[str, Depends(client_ip)]
+# scope="function": the unit of work commits before the response is sent, so a failed
+# commit can never follow a success answer.
+SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]

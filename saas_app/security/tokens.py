@@ -1,0 +1,185 @@
+"""JWTs (RFC 7519) this service issues, one verifier per token kind.
+
+The only module that imports `jose`. Keys are parsed once at start-up (parsing a PEM per
+call costs tens of milliseconds). Verification pins the algorithm (RFC 8725 §3.1: never
+trust the header's `alg`), then checks each claim with a small named rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jose import jwk, jws
+from jose.backends.base import Key
+from jose.exceptions import JOSEError
+
+from saas_app.core.config import Settings
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 §2.1 media type)
+ACCESS_REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "tid", "sid", "jti")
+LEEWAY_SECONDS = 30
+
+
+class InvalidToken(Exception):
+    """The token is not one this service issued for this use, or it is no longer valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    sub: uuid.UUID
+    tid: uuid.UUID
+    sid: uuid.UUID
+    jti: str
+    iat: int
+    exp: int
+    scope: frozenset[str]
+    amr: tuple[str, ...]
+
+
+class TokenKeys:
+    """The signing key and its public half, parsed once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm = settings.JWT_ALGORITHM
+        if self.algorithm == "HS256":
+            self._signing: Key = jwk.construct(settings.JWT_SECRET, "HS256")
+            self._verifying: Key = self._signing
+            self.kid: str | None = None
+            self.public_jwks: dict[str, list[dict[str, Any]]] = {"keys": []}
+            return
+        assert settings.JWT_PRIVATE_KEY_FILE is not None  # enforced by Settings
+        pem = settings.JWT_PRIVATE_KEY_FILE.read_text()
+        self._signing = jwk.construct(pem, self.algorithm)
+        self._verifying = self._signing.public_key()
+        public = {k: v for k, v in self._verifying.to_dict().items() if k != "alg"}
+        self.kid = _thumbprint(public)
+        jwk_public = {**public, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+        self.public_jwks = {"keys": [jwk_public]}
+
+    def sign(self, claims: Mapping[str, Any], typ: str) -> str:
+        headers = {"typ": typ} | ({"kid": self.kid} if self.kid else {})
+        token: str = jws.sign(dict(claims), self._signing, headers=headers, algorithm=self.algorithm)
+        return token
+
+    def verify(self, token: str, typ: str) -> dict[str, Any]:
+        """Returns the claims of a token signed by our key with our algorithm and `typ`."""
+        try:
+            header = jws.get_unverified_header(token)
+            payload = jws.verify(token, self._verifying, algorithms=[self.algorithm])
+            claims = json.loads(payload)
+        except (JOSEError, ValueError, TypeError, UnicodeError) as exc:
+            raise InvalidToken("malformed or badly signed token") from exc
+        validate_typ(header, typ)
+        if not isinstance(claims, dict):
+            raise InvalidToken("claims are not an object")
+        return claims
+
+
+def _thumbprint(public_jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint, used as `kid`."""
+    members = ("crv", "kty", "x", "y") if public_jwk["kty"] == "EC" else ("e", "kty", "n")
+    canonical = json.dumps({m: public_jwk[m] for m in members}, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def validate_typ(header: Mapping[str, Any], expected: str) -> None:
+    # RFC 8725 §3.11: explicit typing keeps one kind of JWT from passing as another.
+    if str(header.get("typ", "")).lower() != expected:
+        raise InvalidToken("wrong token type")
+
+
+def validate_required(claims: Mapping[str, Any], names: tuple[str, ...]) -> None:
+    missing = [name for name in names if name not in claims]
+    if missing:
+        raise InvalidToken(f"missing claims: {', '.join(missing)}")
+
+
+def validate_iss(claims: Mapping[str, Any], issuer: str) -> None:
+    if claims.get("iss") != issuer:
+        raise InvalidToken("wrong issuer")
+
+
+def validate_aud(claims: Mapping[str, Any], audience: str) -> None:
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if audience not in audiences:
+        raise InvalidToken("wrong audience")
+
+
+def validate_times(claims: Mapping[str, Any], now: datetime) -> None:
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int) or not isinstance(iat, int):
+        raise InvalidToken("exp and iat must be integers")
+    ts = int(now.timestamp())
+    if exp <= ts - LEEWAY_SECONDS:
+        raise InvalidToken("token expired")
+    if iat > ts + LEEWAY_SECONDS:
+        raise InvalidToken("token issued in the future")
+
+
+class AccessTokens:
+    """Issues and verifies access tokens (RFC 9068 profile)."""
+
+    def __init__(self, keys: TokenKeys, settings: Settings) -> None:
+        self._keys = keys
+        self._audience = settings.JWT_AUDIENCE
+        self._public_url = settings.PUBLIC_URL
+        self.ttl_seconds = settings.ACCESS_TOKEN_TTL_SECONDS
+
+    def issuer(self, tenant_slug: str) -> str:
+        return f"{self._public_url}/t/{tenant_slug}"
+
+    def issue(
+        self,
+        *,
+        tenant_slug: str,
+        tenant_id: uuid.UUID,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        scope: frozenset[str],
+        amr: tuple[str, ...],
+        now: datetime,
+    ) -> str:
+        iat = int(now.timestamp())
+        claims = {
+            "iss": self.issuer(tenant_slug),
+            "aud": self._audience,
+            "sub": str(user_id),
+            "tid": str(tenant_id),
+            "sid": str(session_id),
+            "jti": uuid.uuid4().hex,
+            "iat": iat,
+            "exp": iat + self.ttl_seconds,
+            "scope": " ".join(sorted(scope)),
+            "amr": list(amr),
+        }
+        return self._keys.sign(claims, ACCESS_TOKEN_TYPE)
+
+    def verify(self, token: str, *, tenant_slug: str, now: datetime) -> AccessClaims:
+        """Returns the claims of a live access token issued for this tenant, or raises."""
+        claims = self._keys.verify(token, ACCESS_TOKEN_TYPE)
+        validate_required(claims, ACCESS_REQUIRED_CLAIMS)
+        validate_iss(claims, self.issuer(tenant_slug))
+        validate_aud(claims, self._audience)
+        validate_times(claims, now)
+        try:
+            return AccessClaims(
+                sub=uuid.UUID(claims["sub"]),
+                tid=uuid.UUID(claims["tid"]),
+                sid=uuid.UUID(claims["sid"]),
+                jti=str(claims["jti"]),
+                iat=claims["iat"],
+                exp=claims["exp"],
+                scope=frozenset(str(claims.get("scope", "")).split()),
+                amr=tuple(str(m) for m in claims.get("amr", [])),
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidToken("malformed claims") from exc

@@ -1,0 +1,57 @@
+"""POST /tenants (tenant sign-up) and /t/{tenant} itself."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from saas_app.abuse import per_ip_limit
+from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, require
+from saas_app.runtime import RuntimeDep, SessionDep
+from saas_app.tenancy import service
+from saas_app.tenancy.deps import TenantDep
+from saas_app.tenancy.schemas import TenantBrief, TenantCreate, TenantCreated, TenantRead, TenantUpdate
+from saas_app.users.schemas import UserRead
+
+router = APIRouter(tags=["tenants"])
+
+
+@router.post(
+    "/tenants", status_code=201, dependencies=[Depends(per_ip_limit("tenants", "REGISTER_RATE_LIMIT"))]
+)
+async def create_tenant(
+    body: TenantCreate, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
+) -> TenantCreated:
+    """Creates a tenant and its owner."""
+    if runtime.settings.TENANT_SIGNUP == "closed":
+        raise service.SignupClosed("Tenant sign-up is closed on this server.")
+    password_hash = await runtime.hasher.hash(body.owner.password)  # before any lock is taken
+    tenant, owner, roles = await service.create_tenant(
+        session=session,
+        slug=body.slug,
+        name=body.name,
+        owner_email=body.owner.email,
+        owner_password_hash=password_hash,
+        owner_full_name=body.owner.full_name,
+        origin=origin,
+    )
+    return TenantCreated(
+        tenant=TenantBrief.model_validate(tenant, from_attributes=True), owner=UserRead.of(owner, roles)
+    )
+
+
+@router.get("/t/{tenant}")
+async def read_tenant(tenant: TenantDep, principal: CurrentPrincipal) -> TenantRead:
+    """Returns the tenant (any member)."""
+    return TenantRead.model_validate(tenant, from_attributes=True)
+
+
+@router.patch("/t/{tenant}", dependencies=[Depends(require("tenant:manage"))])
+async def update_tenant(
+    body: TenantUpdate, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: OriginDep
+) -> TenantRead:
+    """Renames the tenant or opens/closes self sign-up."""
+    updated = await service.update_tenant(
+        session=session, tenant_id=tenant.id, name=body.name, allow_signup=body.allow_signup, origin=origin
+    )
+    runtime.tenants.invalidate(tenant.slug)
+    return TenantRead.model_validate(updated, from_attributes=True)

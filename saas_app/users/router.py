@@ -1,0 +1,184 @@
+"""/t/{tenant}/users: the signed-in user (`me`) and user administration."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from saas_app.auth import service as auth
+from saas_app.auth import sessions
+from saas_app.core.errors import NotFound
+from saas_app.core.pagination import Page, PageDep
+from saas_app.guards import CurrentPrincipal, OriginDep, Principal, require
+from saas_app.rbac import service as rbac
+from saas_app.runtime import NowDep, RuntimeDep, SessionDep
+from saas_app.users import service
+from saas_app.users.schemas import (
+    ActivationUpdate,
+    PasswordChange,
+    ProfileUpdate,
+    RolesUpdate,
+    SessionRead,
+    UserRead,
+)
+
+me_router = APIRouter(prefix="/t/{tenant}/users/me", tags=["me"])
+admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"])
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    title = "Session not found"
+
+
+async def _read(session: SessionDep, principal: Principal, user_id: uuid.UUID) -> UserRead:
+    user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
+    roles = await rbac.roles_by_user(session=session, tenant_id=principal.tenant_id, user_ids=[user.id])
+    return UserRead.of(user, roles.get(user.id, []))
+
+
+def _me(principal: Principal) -> uuid.UUID:
+    assert principal.user_id is not None
+    return principal.user_id
+
+
+@me_router.get("")
+async def read_me(principal: CurrentPrincipal, session: SessionDep) -> UserRead:
+    """Returns the signed-in user."""
+    return await _read(session, principal, _me(principal))
+
+
+@me_router.patch("")
+async def update_me(body: ProfileUpdate, principal: CurrentPrincipal, session: SessionDep) -> UserRead:
+    """Updates the signed-in user's profile."""
+    user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=_me(principal))
+    if "full_name" in body.model_fields_set:
+        user.full_name = body.full_name
+    return await _read(session, principal, user.id)
+
+
+@me_router.post("/password", status_code=204)
+async def change_password(
+    body: PasswordChange,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: OriginDep,
+) -> Response:
+    """Changes the password; every other session of the user ends."""
+    await auth.change_password(
+        session=session,
+        runtime=runtime,
+        tenant_id=principal.tenant_id,
+        user_id=_me(principal),
+        current_session_id=principal.session_id,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        origin=origin,
+    )
+    return Response(status_code=204)
+
+
+@me_router.get("/sessions")
+async def list_sessions(
+    principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, now: NowDep, page: PageDep
+) -> Page[SessionRead]:
+    """Lists the signed-in user's live sessions."""
+    rows, next_cursor = await sessions.list_live(
+        session=session,
+        tenant_id=principal.tenant_id,
+        user_id=_me(principal),
+        lifetimes=runtime.lifetimes,
+        now=now,
+        page=page,
+    )
+    items = [
+        SessionRead(
+            id=s.id,
+            created_at=s.created_at,
+            last_used_at=s.last_used_at,
+            user_agent=s.user_agent,
+            current=s.id == principal.session_id,
+        )
+        for s in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@me_router.delete("/sessions/{sid}", status_code=204)
+async def delete_session(
+    sid: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, origin: OriginDep
+) -> Response:
+    """Ends one of the signed-in user's sessions."""
+    live = await sessions.get_live(
+        session=session,
+        tenant_id=principal.tenant_id,
+        user_id=_me(principal),
+        session_id=sid,
+        lifetimes=runtime.lifetimes,
+        now=origin.now,
+    )
+    if live is None:
+        raise SessionNotFound()
+    await auth.end_session(
+        session=session, tenant_id=principal.tenant_id, session_id=sid, origin=origin, reason="user"
+    )
+    return Response(status_code=204)
+
+
+@admin_router.get("", dependencies=[Depends(require("users:read"))])
+async def list_users(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page[UserRead]:
+    """Lists the tenant's users, optionally filtered by e-mail or name."""
+    rows, next_cursor = await service.list_users(
+        session=session, tenant_id=principal.tenant_id, query=q, page=page
+    )
+    roles = await rbac.roles_by_user(
+        session=session, tenant_id=principal.tenant_id, user_ids=[u.id for u in rows]
+    )
+    return Page(items=[UserRead.of(u, roles.get(u.id, [])) for u in rows], next_cursor=next_cursor)
+
+
+@admin_router.get("/{user_id}", dependencies=[Depends(require("users:read"))])
+async def read_user(user_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> UserRead:
+    """Returns one user of the tenant."""
+    return await _read(session, principal, user_id)
+
+
+@admin_router.patch("/{user_id}", dependencies=[Depends(require("users:manage"))])
+async def update_user(
+    user_id: uuid.UUID,
+    body: ActivationUpdate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    origin: OriginDep,
+) -> UserRead:
+    """Activates or deactivates a user; deactivation ends all their sessions."""
+    user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
+    await service.set_active(
+        session=session, tenant_id=principal.tenant_id, user=user, is_active=body.is_active, origin=origin
+    )
+    return await _read(session, principal, user.id)
+
+
+@admin_router.put("/{user_id}/roles", dependencies=[Depends(require("roles:manage"))])
+async def set_roles(
+    user_id: uuid.UUID, body: RolesUpdate, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
+) -> UserRead:
+    """Replaces a user's roles (no escalation; the last owner stays)."""
+    user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
+    roles = await rbac.set_user_roles(
+        session=session,
+        tenant_id=principal.tenant_id,
+        user=user,
+        role_names=body.roles,
+        grantor=principal.permissions,
+        origin=origin,
+    )
+    return UserRead.of(user, roles)

@@ -1,0 +1,131 @@
+"""Users of a tenant: creation, lookup, profile and activation."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.audit import service as audit
+from saas_app.audit.service import Origin, Ref
+from saas_app.auth import sessions
+from saas_app.core.errors import Conflict, NotFound
+from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.rbac import service as rbac
+from saas_app.rbac.models import Role, UserRole
+from saas_app.rbac.permissions import OWNER
+from saas_app.users.models import User
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+    title = "User not found"
+
+
+class UserExists(Conflict):
+    code = "user_exists"
+    title = "A user with this e-mail already exists"
+
+
+def normalise_email(email: str) -> str:
+    """E-mails compare case-insensitively: they are stored and looked up lower-cased."""
+    return email.strip().lower()
+
+
+async def create_user(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    email: str,
+    password_hash: str | None,
+    full_name: str | None,
+    role_names: list[str],
+    origin: Origin,
+) -> tuple[User, list[Role]]:
+    """Creates a user with the given roles; raises UserExists for a taken e-mail."""
+    user = User(
+        tenant_id=tenant_id,
+        email=normalise_email(email),
+        full_name=full_name,
+        password_hash=password_hash,
+        is_active=True,
+        created_at=origin.now,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise UserExists() from exc
+    roles = list(
+        (
+            await session.scalars(select(Role).where(Role.tenant_id == tenant_id, Role.name.in_(role_names)))
+        ).all()
+    )
+    session.add_all(UserRole(tenant_id=tenant_id, user_id=user.id, role_id=r.id) for r in roles)
+    await session.flush()
+    await audit.record(
+        session=session,
+        tenant_id=tenant_id,
+        action="user.created",
+        origin=origin,
+        target=Ref("user", user.id),
+        details={"roles": sorted(r.name for r in roles)},
+    )
+    return user, roles
+
+
+async def get_user(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> User:
+    """Returns a user of the tenant by id, or raises UserNotFound."""
+    user = await session.scalar(select(User).where(User.id == user_id, User.tenant_id == tenant_id))
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def find_by_email(*, session: AsyncSession, tenant_id: uuid.UUID, email: str) -> User | None:
+    """Returns the tenant's user with this e-mail (any case), if any."""
+    stmt = select(User).where(User.tenant_id == tenant_id, User.email == normalise_email(email))
+    return await session.scalar(stmt)
+
+
+async def list_users(
+    *, session: AsyncSession, tenant_id: uuid.UUID, query: str | None, page: PageParams
+) -> tuple[list[User], str | None]:
+    """Returns a page of users, optionally those whose e-mail or name contains `query`."""
+    stmt = select(User).where(User.tenant_id == tenant_id)
+    if query:
+        pattern = f"%{_escape_like(query.lower())}%"
+        stmt = stmt.where(
+            or_(User.email.like(pattern, escape="\\"), func.lower(User.full_name).like(pattern, escape="\\"))
+        )
+    stmt = keyset_page(stmt, page, User.created_at, User.id)
+    return split_page(list((await session.scalars(stmt)).all()), page)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def set_active(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user: User, is_active: bool, origin: Origin
+) -> User:
+    """Activates or deactivates a user; deactivation ends all their sessions at once."""
+    if user.is_active == is_active:
+        return user
+    if not is_active:
+        await rbac.lock_tenant(session=session, tenant_id=tenant_id)
+        roles = await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[user.id])
+        if any(r.name == OWNER for r in roles.get(user.id, [])):
+            await rbac.ensure_other_active_owner(session=session, tenant_id=tenant_id, user_id=user.id)
+        await sessions.revoke_all(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
+    user.is_active = is_active
+    await audit.record(
+        session=session,
+        tenant_id=tenant_id,
+        action="user.deactivated" if not is_active else "user.activated",
+        origin=origin,
+        target=Ref("user", user.id),
+    )
+    return user
