@@ -6,6 +6,7 @@ REDIS_URL=redis://...) it runs unchanged on PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -20,6 +21,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saas_app.core.clock import FrozenClock
@@ -42,16 +44,31 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+async def _admin(sql: str) -> None:
+    engine = create_async_engine(EXTERNAL_DB, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(sql))
+    await engine.dispose()
+
+
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Migrates once per run: a SQLite file to copy per test, or the PostgreSQL database."""
-    if ON_POSTGRES:
-        command.downgrade(alembic_config(EXTERNAL_DB), "base")
-        command.upgrade(alembic_config(EXTERNAL_DB), "head")
-        return EXTERNAL_DB
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    command.upgrade(alembic_config(f"sqlite+aiosqlite:///{path}"), "head")
-    return str(path)
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Migrates once per run: a SQLite file to copy per test, or a PostgreSQL database of
+    this run's own (created next to DATABASE_URL's, dropped at the end), so parallel runs
+    on one server never see each other."""
+    if not ON_POSTGRES:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        command.upgrade(alembic_config(f"sqlite+aiosqlite:///{path}"), "head")
+        yield str(path)
+        return
+    name = f"{make_url(EXTERNAL_DB).database}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(EXTERNAL_DB).set(database=name).render_as_string(hide_password=False)
+    try:
+        command.upgrade(alembic_config(url), "head")
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -68,6 +68,11 @@ async def list_roles(
     return split_page(list((await session.scalars(stmt)).all()), page)
 
 
+async def list_all_roles(*, session: AsyncSession, tenant_id: uuid.UUID) -> list[Role]:
+    """Returns every role of the tenant."""
+    return list((await session.scalars(select(Role).where(Role.tenant_id == tenant_id))).all())
+
+
 async def get_role(*, session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Role:
     """Returns a role by name, or raises RoleNotFound."""
     role = await session.scalar(select(Role).where(Role.tenant_id == tenant_id, Role.name == name))

@@ -1,0 +1,3 @@
+from saas_app.cli import main
+
+raise SystemExit(main())

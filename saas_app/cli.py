@@ -1,0 +1,156 @@
+"""`python -m saas_app`: serve, migrate, create-tenant, create-user."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from saas_app.audit.service import Origin, Ref
+from saas_app.core.clock import SystemClock
+from saas_app.core.config import Settings, get_settings
+from saas_app.core.errors import DomainError
+from saas_app.rbac import service as rbac
+from saas_app.rbac.permissions import BUILTIN_ROLES
+from saas_app.runtime import Runtime
+from saas_app.security.passwords import policy_violation
+from saas_app.tenancy import service as tenancy
+from saas_app.users import service as users
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_ACTOR = Ref("system")
+
+
+def migrate(settings: Settings) -> None:
+    """Brings the database schema to the latest revision (`alembic upgrade head`)."""
+    from alembic import command  # noqa: PLC0415 (only this command needs Alembic)
+    from alembic.config import Config  # noqa: PLC0415
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", settings.DATABASE_URL)
+    command.upgrade(config, "head")
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    if not args.no_migrate:
+        migrate(settings)
+    uvicorn.run(
+        "saas_app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        access_log=False,  # saas_app logs each request itself, without query strings
+    )
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """From --password-stdin, $SAAS_APP_PASSWORD or a prompt; never from argv (ps shows it)."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = os.environ.get("SAAS_APP_PASSWORD") or getpass.getpass("Password: ")
+    problem = policy_violation(password)
+    if problem:
+        raise SystemExit(problem)
+    return password
+
+
+async def create_tenant(args: argparse.Namespace, settings: Settings) -> None:
+    runtime = Runtime.build(settings, SystemClock())
+    try:
+        origin = Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+        password_hash = await runtime.hasher.hash(read_password(args))
+        async with runtime.write_session_factory() as session, session.begin():
+            tenant, owner, _ = await tenancy.create_tenant(
+                session=session,
+                slug=args.slug,
+                name=args.name or args.slug,
+                owner_email=args.owner_email,
+                owner_password_hash=password_hash,
+                owner_full_name=args.owner_name,
+                origin=origin,
+            )
+        print(f"tenant {tenant.slug} {tenant.id}; owner {owner.email} {owner.id}")
+    finally:
+        await runtime.engine.dispose()
+
+
+async def create_user(args: argparse.Namespace, settings: Settings) -> None:
+    runtime = Runtime.build(settings, SystemClock())
+    try:
+        origin = Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+        password_hash = await runtime.hasher.hash(read_password(args))
+        async with runtime.write_session_factory() as session, session.begin():
+            tenant = await tenancy.get_by_slug(session=session, slug=args.tenant)
+            known = {r.name for r in (await rbac.list_all_roles(session=session, tenant_id=tenant.id))}
+            unknown = set(args.role) - known
+            if unknown:
+                raise SystemExit(f"unknown role(s): {', '.join(sorted(unknown))}")
+            user, roles = await users.create_user(
+                session=session,
+                tenant_id=tenant.id,
+                email=args.email,
+                password_hash=password_hash,
+                full_name=args.full_name,
+                role_names=args.role,
+                origin=origin,
+            )
+        print(f"user {user.email} {user.id} roles {','.join(r.name for r in roles)}")
+    finally:
+        await runtime.engine.dispose()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m saas_app", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve_cmd = sub.add_parser("serve", help="migrate, then serve the API with uvicorn")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--workers", type=int, default=1)
+    serve_cmd.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head`")
+
+    sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+
+    tenant_cmd = sub.add_parser("create-tenant", help="create a tenant and its owner")
+    tenant_cmd.add_argument("--slug", required=True)
+    tenant_cmd.add_argument("--name")
+    tenant_cmd.add_argument("--owner-email", required=True)
+    tenant_cmd.add_argument("--owner-name")
+    tenant_cmd.add_argument("--password-stdin", action="store_true")
+
+    user_cmd = sub.add_parser("create-user", help="create a user in a tenant")
+    user_cmd.add_argument("--tenant", required=True, help="tenant slug")
+    user_cmd.add_argument("--email", required=True)
+    user_cmd.add_argument("--full-name")
+    user_cmd.add_argument(
+        "--role", action="append", default=[], help=f"repeatable; built-ins: {', '.join(BUILTIN_ROLES)}"
+    )
+    user_cmd.add_argument("--password-stdin", action="store_true")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        if args.command == "serve":
+            serve(args, settings)
+        elif args.command == "migrate":
+            migrate(settings)
+        elif args.command == "create-tenant":
+            asyncio.run(create_tenant(args, settings))
+        elif args.command == "create-user":
+            args.role = args.role or ["member"]
+            asyncio.run(create_user(args, settings))
+    except DomainError as exc:
+        print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
