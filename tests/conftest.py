@@ -129,7 +129,7 @@ def make_client(clock: FrozenClock) -> Iterator[Callable[..., Any]]:
                 client.app = app  # type: ignore[attr-defined]
                 yield client
 
-    yield make
+    return make
 
 
 @pytest.fixture

@@ -54,12 +54,16 @@ class UUIDPrimaryKey:
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """Returns an engine for DATABASE_URL, with SQLite tuned for concurrent requests."""
+    # hide_parameters: bound values (hashes, e-mails) never reach exception texts or logs.
     if settings.is_sqlite:
-        engine = create_async_engine(settings.DATABASE_URL, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            settings.DATABASE_URL, connect_args={"timeout": 30}, hide_parameters=True
+        )
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         settings.DATABASE_URL,
+        hide_parameters=True,
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_POOL_SIZE,
         pool_pre_ping=True,
