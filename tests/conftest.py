@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,8 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def make_client(clock: FrozenClock) -> Iterator[Callable[..., Any]]:
+def make_client(clock: FrozenClock) -> Callable[..., Any]:
     """Builds an app from settings and returns an async context manager for its client."""
-    from contextlib import asynccontextmanager  # noqa: PLC0415
 
     @asynccontextmanager
     async def make(settings: Settings) -> AsyncIterator[AsyncClient]:

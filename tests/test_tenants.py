@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ async def test_create_tenant_returns_tenant_and_owner(client: AsyncClient) -> No
     assert set(tenant) == {"id", "slug", "name", "created_at"}
     assert tenant["slug"] == slug
     assert tenant["name"] == "Acme Inc."
+    assert datetime.fromisoformat(tenant["created_at"]).utcoffset() == timedelta(0)
     owner = body["owner"]
     assert set(owner) == {
         "id",
@@ -90,7 +92,9 @@ async def test_create_tenant_rejects_bad_slug(client: AsyncClient, slug: str) ->
     assert ["body", "slug"] in [error["loc"] for error in body["errors"]]
 
 
-@pytest.mark.parametrize("slug", ["a", "a" * 63, "0-9", "acme-2"], ids=["1-char", "63-chars", "digits", "dash"])
+@pytest.mark.parametrize(
+    "slug", ["a", "a" * 63, "0-9", "acme-2"], ids=["1-char", "63-chars", "digits", "dash"]
+)
 async def test_create_tenant_accepts_good_slug(client: AsyncClient, slug: str) -> None:
     response = await client.post("/tenants", json=tenant_body(slug))
     assert response.status_code == 201, response.text
@@ -109,7 +113,9 @@ async def test_create_tenant_accepts_good_slug(client: AsyncClient, slug: str) -
     ],
     ids=["bad-email", "short-password", "long-password", "no-password", "no-email", "unknown-field"],
 )
-async def test_create_tenant_rejects_bad_owner(client: AsyncClient, owner: dict[str, Any], field: str) -> None:
+async def test_create_tenant_rejects_bad_owner(
+    client: AsyncClient, owner: dict[str, Any], field: str
+) -> None:
     body = {"slug": unique_slug(), "name": "Acme", "owner": owner}
     response = await client.post("/tenants", json=body)
     assert response.status_code == 422, response.text
@@ -136,10 +142,16 @@ async def test_create_tenant_when_signup_closed_is_403(
 # GET /t/{tenant}
 
 
-async def test_any_member_reads_the_tenant(client: AsyncClient) -> None:
+@pytest.mark.parametrize("roles", [["viewer"], ["member"], []], ids=["viewer", "member", "no-roles"])
+async def test_any_member_reads_the_tenant(client: AsyncClient, roles: list[str]) -> None:
     tenant = await create_tenant(client)
-    viewer = await add_member(client, tenant, "viewer")
-    response = await client.get(tenant.path(), headers=viewer.headers)
+    user = await add_member(client, tenant, *roles)
+    if not roles:
+        put = await client.put(
+            tenant.path(f"/users/{user.id}/roles"), json={"roles": []}, headers=tenant.owner.headers
+        )
+        assert put.json()["roles"] == []
+    response = await client.get(tenant.path(), headers=user.headers)
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"id", "slug", "name", "allow_signup", "created_at"}
@@ -172,6 +184,7 @@ async def test_another_tenants_token_is_401(client: AsyncClient) -> None:
     tenant_b = await create_tenant(client)
     response = await client.get(tenant_b.path(), headers=tenant_a.owner.headers)
     assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == f'Bearer realm="{tenant_b.slug}", error="invalid_token"'
     assert tenant_b.id not in response.text
 
 

@@ -282,22 +282,32 @@ async def revoke_token(
     origin: Origin,
 ) -> None:
     """RFC 7009: ends the session of a refresh or access token; unknown tokens are ignored."""
-    login_id: uuid.UUID | None = None
-    if token_type_hint != "access_token":  # noqa: S105 (a hint name, not a secret)
+    # RFC 7009 §2.1: the hint only says where to look first; a token not found there is
+    # searched for among every other supported type.
+    access_first = token_type_hint == "access_token"  # noqa: S105 (a hint name, not a secret)
+    login_id = _session_of_access_token(runtime, tenant, token, origin) if access_first else None
+    if login_id is None:
         found = await sessions.session_of_refresh_token(
             session=session, tenant_id=tenant.id, refresh_token=token
         )
         login_id = found.id if found else None
-    if login_id is None:
-        try:
-            claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=origin.now)
-            login_id = claims.sid if claims.tid == tenant.id else None
-        except InvalidToken:
-            return
+    if login_id is None and not access_first:
+        login_id = _session_of_access_token(runtime, tenant, token, origin)
     if login_id is not None:
         await end_session(
             session=session, tenant_id=tenant.id, session_id=login_id, origin=origin, reason="revoked"
         )
+
+
+def _session_of_access_token(
+    runtime: Runtime, tenant: TenantInfo, token: str, origin: Origin
+) -> uuid.UUID | None:
+    """Returns the `sid` of a valid access token of this tenant, else None."""
+    try:
+        claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=origin.now)
+    except InvalidToken:
+        return None
+    return claims.sid if claims.tid == tenant.id else None
 
 
 async def end_session(

@@ -64,8 +64,23 @@ class RateLimiter:
         return bool(await self.storage.check())
 
 
+class _MemoryStorage(MemoryStorage):
+    """limits' in-memory storage, with a `clear` that cannot crash its expiry task.
+
+    The stock `clear` deletes a key's event list while the background sweep may be between
+    listing the keys and reading that list (a KeyError in a task nobody awaits). Emptying
+    the list instead leaves the sweep to drop the key itself.
+    """
+
+    async def clear(self, key: str) -> None:
+        self.storage.pop(key, None)
+        self.expirations.pop(key, None)
+        if key in self.events:
+            self.events[key] = []
+
+
 def _storage(settings: Settings) -> Storage:
     if settings.REDIS_URL:
         uri = "async+" + settings.REDIS_URL
         return RedisStorage(uri, implementation="redispy", key_prefix=settings.RATE_LIMIT_KEY_PREFIX)
-    return MemoryStorage()
+    return _MemoryStorage()
