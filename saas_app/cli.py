@@ -15,7 +15,7 @@ from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import DomainError
 from saas_app.rbac import service as rbac
 from saas_app.rbac.permissions import BUILTIN_ROLES
-from saas_app.runtime import Runtime
+from saas_app.runtime import Runtime, close_runtime
 from saas_app.security.passwords import policy_violation
 from saas_app.tenancy import service as tenancy
 from saas_app.users import service as users
@@ -79,7 +79,7 @@ async def create_tenant(args: argparse.Namespace, settings: Settings) -> None:
             )
         print(f"tenant {tenant.slug} {tenant.id}; owner {owner.email} {owner.id}")
     finally:
-        await runtime.engine.dispose()
+        await close_runtime(runtime)
 
 
 async def create_user(args: argparse.Namespace, settings: Settings) -> None:
@@ -104,7 +104,7 @@ async def create_user(args: argparse.Namespace, settings: Settings) -> None:
             )
         print(f"user {user.email} {user.id} roles {','.join(r.name for r in roles)}")
     finally:
-        await runtime.engine.dispose()
+        await close_runtime(runtime)
 
 
 def parser() -> argparse.ArgumentParser:

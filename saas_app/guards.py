@@ -19,7 +19,8 @@ from starlette.requests import Request
 from saas_app.audit.service import Origin, Ref
 from saas_app.auth.models import Session
 from saas_app.auth.sessions import is_live
-from saas_app.core.errors import PermissionDenied, Unauthorized
+from saas_app.core.errors import Forbidden, PermissionDenied, Unauthorized
+from saas_app.mfa import service as mfa
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import CATALOGUE
 from saas_app.runtime import ClientIPDep, NowDep, RuntimeDep, SessionDep
@@ -38,7 +39,8 @@ class Principal:
     permissions: frozenset[str]
     amr: tuple[str, ...]
     session_id: uuid.UUID | None = None
-    issued_at: int | None = None
+    auth_time: int | None = None  # when the user last proved who they are (epoch seconds)
+    enrolment_token: str | None = None  # set only for the enrol-only `mfa_token`
 
     @property
     def ref(self) -> Ref:
@@ -93,7 +95,7 @@ async def current_principal(
         permissions=held & claims.scope,
         amr=claims.amr,
         session_id=claims.sid,
-        issued_at=claims.iat,
+        auth_time=claims.auth_time,
     )
 
 
@@ -115,6 +117,57 @@ def require(*permissions: str) -> Callable[..., Awaitable[Principal]]:
     return guard
 
 
+SECOND_FACTORS = frozenset({"otp", "recovery"})
+
+
+class SecondFactorRequired(Forbidden):
+    code = "second_factor_required"
+    title = "Sign in with a second factor to do this"
+
+
+def ensure_second_factor(principal: Principal) -> None:
+    """Raises 403 unless the caller's session was authenticated with a second factor."""
+    if not SECOND_FACTORS & set(principal.amr):
+        raise SecondFactorRequired()
+
+
+def require_mfa() -> Callable[..., Awaitable[Principal]]:
+    """A guard: the caller's session must have passed a second factor (`amr` otp/recovery)."""
+
+    async def guard(principal: CurrentPrincipal) -> Principal:
+        ensure_second_factor(principal)
+        return principal
+
+    return guard
+
+
+async def enrolling_principal(
+    request: Request, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, now: NowDep
+) -> Principal:
+    """A signed-in user, or one holding the enrolment-only `mfa_token` of a tenant that
+    requires MFA (accepted here and nowhere else)."""
+    token = bearer_token(request)
+    if not token or not token.startswith("mfa_"):
+        return await current_principal(request, tenant, session, runtime, now)
+    challenge = await mfa.find_challenge(
+        session=session, tenant_id=tenant.id, token=token, purpose="enroll", now=now
+    )
+    if challenge is None:
+        raise Unauthorized()
+    return Principal(
+        tenant_id=tenant.id,
+        tenant_slug=tenant.slug,
+        user_id=challenge.user_id,
+        permissions=frozenset(),
+        amr=tuple(challenge.amr.split()),
+        auth_time=int(challenge.created_at.timestamp()),
+        enrolment_token=token,
+    )
+
+
+EnrollingPrincipal = Annotated[Principal, Depends(enrolling_principal)]
+
+
 def origin(principal: CurrentPrincipal, ip: ClientIPDep, now: NowDep) -> Origin:
     """The audit origin of an authenticated request."""
     return Origin(actor=principal.ref, ip=ip, now=now)
@@ -125,5 +178,11 @@ def anonymous_origin(ip: ClientIPDep, now: NowDep) -> Origin:
     return Origin(actor=None, ip=ip, now=now)
 
 
+def enrolling_origin(principal: EnrollingPrincipal, ip: ClientIPDep, now: NowDep) -> Origin:
+    """The audit origin of an enrolment request (access token or enrol-only token)."""
+    return Origin(actor=principal.ref, ip=ip, now=now)
+
+
 OriginDep = Annotated[Origin, Depends(origin)]
+EnrollingOriginDep = Annotated[Origin, Depends(enrolling_origin)]
 AnonymousOriginDep = Annotated[Origin, Depends(anonymous_origin)]

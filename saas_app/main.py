@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -15,27 +16,36 @@ from saas_app.core.clock import Clock, SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import install_error_handlers
 from saas_app.core.logging import RequestLogMiddleware, configure_logging
+from saas_app.github.router import link_router as github_link_router
+from saas_app.github.router import router as github_router
+from saas_app.mfa.router import admin_router as mfa_admin_router
+from saas_app.mfa.router import me_router as mfa_me_router
 from saas_app.platform import router as platform_router
 from saas_app.projects.router import router as projects_router
 from saas_app.rbac.router import router as roles_router
-from saas_app.runtime import Runtime
+from saas_app.runtime import Runtime, close_runtime
 from saas_app.tenancy.router import router as tenancy_router
 from saas_app.users.router import admin_router, me_router
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
     """Builds the app; engines, keys and limiters are made in the lifespan, not at import."""
     settings = settings or get_settings()
     configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.build(settings, clock or SystemClock())
+        runtime = Runtime.build(settings, clock or SystemClock(), http_transport)
         app.state.runtime = runtime
         try:
             yield
         finally:
-            await runtime.engine.dispose()
+            await close_runtime(runtime)
 
     app = FastAPI(
         title="saas_app",
@@ -49,11 +59,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         platform_router,
         tenancy_router,
         auth_router,
+        mfa_me_router,
         me_router,  # before admin_router: /users/me must not match /users/{user_id}
         admin_router,
+        mfa_admin_router,
         roles_router,
         projects_router,
         audit_router,
+        github_router,
+        github_link_router,
     ):
         app.include_router(router)
     if settings.CORS_ORIGINS:

@@ -1,11 +1,28 @@
 """Every model, imported in one place so metadata is complete (Alembic, tests)."""
 
 from saas_app.audit.models import AuditEvent
-from saas_app.auth.models import RefreshToken, Session
+from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
+from saas_app.github.models import SpentState
+from saas_app.mfa.models import MfaChallenge, RecoveryCode
 from saas_app.projects.models import Project
 from saas_app.rbac.models import Role, UserRole
 from saas_app.tenancy.models import Tenant
-from saas_app.users.models import User
+from saas_app.users.models import Identity, User
 
-__all__ = ["AuditEvent", "Base", "Project", "RefreshToken", "Role", "Session", "Tenant", "User", "UserRole"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Identity",
+    "LoginCode",
+    "MfaChallenge",
+    "Project",
+    "RecoveryCode",
+    "RefreshToken",
+    "Role",
+    "Session",
+    "SpentState",
+    "Tenant",
+    "User",
+    "UserRole",
+]

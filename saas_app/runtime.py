@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
+import httpx
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
@@ -16,8 +18,9 @@ from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
 from saas_app.core.db import create_engine, create_session_factory
 from saas_app.core.ratelimit import RateLimiter
+from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
-from saas_app.security.tokens import AccessTokens, TokenKeys
+from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
 from saas_app.tenancy.cache import TenantCache
 
 
@@ -34,11 +37,17 @@ class Runtime:
     limiter: RateLimiter
     lifetimes: Lifetimes
     tenants: TenantCache
+    box: SecretBox
+    signed: SignedValues
+    http: httpx.AsyncClient  # outbound calls (GitHub), with timeouts; closed at shutdown
 
     @classmethod
-    def build(cls, settings: Settings, clock: Clock) -> Runtime:
+    def build(
+        cls, settings: Settings, clock: Clock, http_transport: httpx.AsyncBaseTransport | None = None
+    ) -> Runtime:
         engine = create_engine(settings)
         keys = TokenKeys(settings)
+        timeout = settings.GITHUB_TIMEOUT_SECONDS
         return cls(
             settings=settings,
             clock=clock,
@@ -54,7 +63,19 @@ class Runtime:
                 idle=timedelta(days=settings.SESSION_IDLE_DAYS),
             ),
             tenants=TenantCache(settings.TENANT_CACHE_SECONDS),
+            box=SecretBox(settings.ENCRYPTION_KEY),
+            signed=SignedValues(keys, settings),
+            http=httpx.AsyncClient(
+                transport=http_transport,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+                follow_redirects=False,
+            ),
         )
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.http.aclose()
+    await runtime.engine.dispose()
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -75,15 +96,10 @@ def client_ip(request: Request) -> str:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
-    """Yields the request's session; commits when the route succeeds, else rolls back.
-
-    Errors that must keep their side effects (a failed login's audit event) carry
-    `keep_changes = True`.
-    """
-    runtime = get_runtime(request)
-    safe = request.method in SAFE_METHODS
-    factory = runtime.session_factory if safe else runtime.write_session_factory
+@asynccontextmanager
+async def _transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """Commits when the body succeeds, else rolls back. Errors that must keep their side
+    effects (a failed login's audit event) carry `keep_changes = True`."""
     async with factory() as session:
         try:
             yield session
@@ -96,9 +112,24 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
+async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session: a writer's (BEGIN IMMEDIATE on SQLite) unless the method is safe."""
+    runtime = get_runtime(request)
+    safe = request.method in SAFE_METHODS
+    async with _transaction(runtime.session_factory if safe else runtime.write_session_factory) as session:
+        yield session
+
+
+async def write_unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """For the few safe-method routes that write (GitHub's callback is a GET)."""
+    async with _transaction(get_runtime(request).write_session_factory) as session:
+        yield session
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 NowDep = Annotated[datetime, Depends(get_now)]
 ClientIPDep = Annotated[str, Depends(client_ip)]
 # scope="function": the unit of work commits before the response is sent, so a failed
 # commit can never follow a success answer.
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
+WriteSessionDep = Annotated[AsyncSession, Depends(write_unit_of_work, scope="function")]

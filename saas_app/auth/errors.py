@@ -53,6 +53,37 @@ class SlowDown(OAuthError):
         super().__init__("Too many attempts; retry later.", headers={"Retry-After": str(max(1, retry_after))})
 
 
+class MfaRequired(OAuthError):
+    """The password was right; a second factor must follow (403 with an `mfa_token`)."""
+
+    error = "mfa_required"
+    status = 403
+
+    def __init__(self, mfa_token: str, description: str | None = None) -> None:
+        super().__init__(
+            description
+            or "A second factor is required: send grant_type=mfa_otp (or mfa_recovery_code) "
+            "with this mfa_token within 5 minutes."
+        )
+        self.mfa_token = mfa_token
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "mfa_token": self.mfa_token}
+
+
+class MfaEnrollmentRequired(MfaRequired):
+    """The tenant requires MFA and the user has none: the token only allows enrolment."""
+
+    error = "mfa_enrollment_required"
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__(
+            mfa_token,
+            "This tenant requires MFA. Use this mfa_token as a bearer token on "
+            "POST users/me/mfa/totp and .../confirm within 10 minutes, then log in again.",
+        )
+
+
 BAD_CREDENTIALS = "Invalid credentials or grant."
 
 

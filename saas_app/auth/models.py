@@ -35,3 +35,18 @@ class RefreshToken(TenantOwned, Base):
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("session.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class LoginCode(TenantOwned, Base):
+    """A one-time code (60 s) that a browser sign-in hands to the client's redirect URI;
+    `grant_type=authorization_code` exchanges it for tokens."""
+
+    __tablename__ = "login_code"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    amr: Mapped[str] = mapped_column(String(100))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

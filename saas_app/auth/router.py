@@ -20,6 +20,8 @@ from saas_app.users.schemas import Credentials, UserRead
 router = APIRouter(prefix="/t/{tenant}/auth", tags=["auth"])
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_FIELD = 4096
+# grant_type -> the form field carrying the second factor (and the service argument).
+SECOND_FACTOR_GRANTS = {"mfa_otp": "otp", "mfa_recovery_code": "recovery_code"}
 
 
 def _form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -34,11 +36,18 @@ def _form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 TOKEN_FORM = _form_body(
     {
-        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+        "grant_type": {
+            "type": "string",
+            "enum": ["password", "refresh_token", "mfa_otp", "mfa_recovery_code", "authorization_code"],
+        },
         "username": {"type": "string"},
         "password": {"type": "string", "format": "password"},
         "refresh_token": {"type": "string"},
         "scope": {"type": "string"},
+        "mfa_token": {"type": "string"},
+        "otp": {"type": "string"},
+        "recovery_code": {"type": "string"},
+        "code": {"type": "string"},
     },
     ["grant_type"],
 )
@@ -124,6 +133,20 @@ async def token(
             refresh_token=field(form, "refresh_token"),
             scope=form.get("scope"),
             origin=origin,
+        )
+    elif grant_type == "authorization_code":
+        grant = await service.login_code_grant(
+            session=session, runtime=runtime, tenant=tenant, code=field(form, "code"), origin=origin
+        )
+    elif grant_type in SECOND_FACTOR_GRANTS:
+        proof = SECOND_FACTOR_GRANTS[grant_type]
+        grant = await service.second_factor_grant(
+            session=session,
+            runtime=runtime,
+            tenant=tenant,
+            mfa_token=field(form, "mfa_token"),
+            origin=origin,
+            **{proof: field(form, proof)},
         )
     else:
         raise UnsupportedGrantType(f"Unsupported grant_type {grant_type[:40]!r}.")

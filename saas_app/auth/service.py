@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.auth import sessions
-from saas_app.auth.errors import BAD_CREDENTIALS, InvalidGrant, InvalidScope, SlowDown
+from saas_app.auth import login_codes, sessions
+from saas_app.auth.errors import (
+    BAD_CREDENTIALS,
+    InvalidGrant,
+    InvalidScope,
+    MfaEnrollmentRequired,
+    MfaRequired,
+    SlowDown,
+)
+from saas_app.auth.issuance import (
+    TokenGrant,
+    check_scope,
+    held_permissions,
+    open_session,
+    parse_scope,
+    token_pair,
+)
 from saas_app.auth.models import Session
 from saas_app.core.errors import DomainError, RateLimited
-from saas_app.rbac import service as rbac
+from saas_app.mfa import service as mfa
 from saas_app.rbac.models import Role
-from saas_app.rbac.permissions import CATALOGUE, MEMBER
+from saas_app.rbac.permissions import MEMBER
 from saas_app.runtime import Runtime
 from saas_app.security.tokens import InvalidToken
 from saas_app.tenancy.cache import TenantInfo
@@ -30,34 +45,6 @@ class InvalidPassword(DomainError):
     status = 400
     code = "invalid_password"
     title = "The current password is wrong"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenGrant:
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    scope: str
-    session_id: uuid.UUID
-
-    def body(self) -> dict[str, object]:
-        return {
-            "access_token": self.access_token,
-            "token_type": "bearer",
-            "expires_in": self.expires_in,
-            "refresh_token": self.refresh_token,
-            "scope": self.scope,
-        }
-
-
-def parse_scope(scope: str | None) -> frozenset[str] | None:
-    """RFC 6749 §3.3: space-delimited; unknown names are `invalid_scope`. None = default."""
-    if scope is None or not scope.strip():
-        return None
-    requested = frozenset(scope.split())
-    if requested - CATALOGUE:
-        raise InvalidScope("Unknown scope requested.")
-    return requested
 
 
 async def register(
@@ -140,7 +127,19 @@ async def password_grant(
         raise InvalidGrant(BAD_CREDENTIALS)
     if new_hash:
         user.password_hash = new_hash
-    return await _open_session(
+    await check_scope(session=session, tenant_id=tenant.id, user_id=user.id, requested=requested)
+    pending = await second_step(
+        session=session,
+        tenant=tenant,
+        user=user,
+        requested=requested,
+        amr=("pwd",),
+        user_agent=user_agent,
+        now=origin.now,
+    )
+    if pending is not None:
+        raise pending
+    return await open_session(
         session=session,
         runtime=runtime,
         tenant=tenant,
@@ -152,66 +151,102 @@ async def password_grant(
     )
 
 
-async def _open_session(
+async def second_step(
     *,
     session: AsyncSession,
-    runtime: Runtime,
     tenant: TenantInfo,
     user: User,
     requested: frozenset[str] | None,
     amr: tuple[str, ...],
     user_agent: str | None,
-    origin: Origin,
+    now: datetime,
+) -> MfaRequired | None:
+    """The step a first factor still needs: a second factor, or enrolment when the tenant
+    requires MFA of a user without it. Returns the error that carries its `mfa_token`."""
+    if not (user.mfa_enabled or tenant.mfa_required):
+        return None
+    purpose = "login" if user.mfa_enabled else "enroll"
+    mfa_token = await mfa.open_challenge(
+        session=session, user=user, purpose=purpose, amr=amr, scope=requested, user_agent=user_agent, now=now
+    )
+    return MfaRequired(mfa_token) if purpose == "login" else MfaEnrollmentRequired(mfa_token)
+
+
+async def login_code_grant(
+    *, session: AsyncSession, runtime: Runtime, tenant: TenantInfo, code: str, origin: Origin
 ) -> TokenGrant:
-    roles = await rbac.roles_by_user(session=session, tenant_id=tenant.id, user_ids=[user.id])
-    held = rbac.permissions_of(roles.get(user.id, []))
-    if requested is not None and not requested <= held:
-        raise InvalidScope("The requested scope exceeds the user's permissions.")
-    login, refresh_token = await sessions.start(
+    """`grant_type=authorization_code`: a one-time code from a browser sign-in."""
+    redeemed = await login_codes.redeem(session=session, tenant=tenant, code=code, now=origin.now)
+    if redeemed is None:
+        raise InvalidGrant(BAD_CREDENTIALS)
+    user = await users.get_user(session=session, tenant_id=tenant.id, user_id=redeemed.user_id)
+    if not user.is_active:
+        raise InvalidGrant(BAD_CREDENTIALS)
+    return await open_session(
         session=session,
-        tenant_id=tenant.id,
-        user_id=user.id,
-        scope=" ".join(sorted(requested)) if requested is not None else None,
-        amr=amr,
-        user_agent=user_agent,
-        lifetimes=runtime.lifetimes,
-        now=origin.now,
+        runtime=runtime,
+        tenant=tenant,
+        user=user,
+        requested=None,
+        amr=tuple(redeemed.amr.split()),
+        user_agent=redeemed.user_agent,
+        origin=origin,
     )
-    await audit.record(
-        session=session,
-        tenant_id=tenant.id,
-        action="login.succeeded",
-        origin=Origin(actor=Ref("user", user.id), ip=origin.ip, now=origin.now),
-        target=Ref("session", login.id),
-        details={"amr": list(amr)},
-    )
-    granted = requested if requested is not None else held
-    return _grant(runtime, tenant, login, refresh_token, granted, origin)
 
 
-def _grant(
+async def second_factor_grant(
+    *,
+    session: AsyncSession,
     runtime: Runtime,
     tenant: TenantInfo,
-    login: Session,
-    refresh_token: str,
-    granted: frozenset[str],
+    mfa_token: str,
+    otp: str | None = None,
+    recovery_code: str | None = None,
     origin: Origin,
 ) -> TokenGrant:
-    access_token = runtime.access_tokens.issue(
-        tenant_slug=tenant.slug,
-        tenant_id=tenant.id,
-        user_id=login.user_id,
-        session_id=login.id,
-        scope=granted,
-        amr=tuple(login.amr.split()),
-        now=origin.now,
-    )
-    return TokenGrant(
-        access_token=access_token,
-        refresh_token=refresh_token,
-        expires_in=runtime.access_tokens.ttl_seconds,
-        scope=" ".join(sorted(granted)),
-        session_id=login.id,
+    """The `mfa_otp` / `mfa_recovery_code` grants: finish a login that passed its password.
+
+    Each try spends one of the challenge's five attempts before the code is checked.
+    """
+    challenge = await mfa.spend_attempt(session=session, tenant_id=tenant.id, token=mfa_token, now=origin.now)
+    if challenge is None:
+        raise InvalidGrant(BAD_CREDENTIALS)
+    user = await users.get_user(session=session, tenant_id=tenant.id, user_id=challenge.user_id)
+    if not user.is_active:
+        raise InvalidGrant(BAD_CREDENTIALS)
+    try:
+        factor = await mfa.check_factor(
+            session=session, runtime=runtime, user=user, otp=otp, recovery_code=recovery_code, now=origin.now
+        )
+    except RateLimited as exc:
+        raise SlowDown(exc.retry_after) from exc
+    if factor is None or not await mfa.close_challenge(session=session, token=mfa_token, now=origin.now):
+        await audit.record(
+            session=session,
+            tenant_id=tenant.id,
+            action="login.failed",
+            origin=origin,
+            target=Ref("user", user.id),
+            details={"reason": "bad_second_factor"},
+        )
+        raise InvalidGrant(BAD_CREDENTIALS)
+    if factor == "recovery":
+        await audit.record(
+            session=session,
+            tenant_id=tenant.id,
+            action="mfa.recovery_used",
+            origin=Origin(actor=Ref("user", user.id), ip=origin.ip, now=origin.now),
+            target=Ref("user", user.id),
+        )
+    return await open_session(
+        session=session,
+        runtime=runtime,
+        tenant=tenant,
+        user=user,
+        requested=frozenset(challenge.scope.split()) if challenge.scope is not None else None,
+        amr=(*challenge.amr.split(), factor),
+        user_agent=challenge.user_agent,
+        origin=origin,
     )
 
 
@@ -241,8 +276,7 @@ async def refresh_grant(
     user = await users.get_user(session=session, tenant_id=tenant.id, user_id=login.user_id)
     if not user.is_active:
         raise InvalidGrant(BAD_CREDENTIALS)
-    roles = await rbac.roles_by_user(session=session, tenant_id=tenant.id, user_ids=[user.id])
-    held = rbac.permissions_of(roles.get(user.id, []))
+    held = await held_permissions(session=session, tenant_id=tenant.id, user_id=user.id)
     ceiling = frozenset(login.scope.split()) if login.scope is not None else held
     if requested is not None and not requested <= ceiling:
         # Nothing is committed: the presented token stays valid (InvalidScope rolls back).
@@ -255,7 +289,7 @@ async def refresh_grant(
         origin=Origin(actor=Ref("user", user.id), ip=origin.ip, now=origin.now),
         target=Ref("session", login.id),
     )
-    return _grant(runtime, tenant, login, rotation.new_token, granted, origin)
+    return token_pair(runtime, tenant, login, rotation.new_token, granted, origin)
 
 
 async def _revoke_for_reuse(

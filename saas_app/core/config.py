@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     PASSWORD_SCHEMES: Annotated[list[str], NoDecode] = ["bcrypt_sha256"]
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
 
+    GITHUB_CLIENT_ID: str | None = None
+    GITHUB_CLIENT_SECRET: str | None = None
+    GITHUB_AUTHORIZE_URL: str = "https://github.com/login/oauth/authorize"
+    GITHUB_TOKEN_URL: str = "https://github.com/login/oauth/access_token"  # noqa: S105 (a URL)
+    GITHUB_API_URL: str = "https://api.github.com"
+    GITHUB_LINK_BY_EMAIL: bool = False
+    GITHUB_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=60)
+
     TENANT_SIGNUP: Literal["open", "closed"] = "open"
     OAUTH_ALLOWED_REDIRECTS: Annotated[list[str], NoDecode] = []
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
@@ -53,6 +61,7 @@ class Settings(BaseSettings):
     LOGIN_RATE_LIMIT: str = "10/minute"
     LOGIN_FAILURE_LIMIT: str = "5/15minutes"
     REGISTER_RATE_LIMIT: str = "5/minute"
+    MFA_FAILURE_LIMIT: str = "10/15minutes"
     RATE_LIMIT_KEY_PREFIX: str = "saas_app"
 
     LOG_LEVEL: str = "INFO"
@@ -62,12 +71,12 @@ class Settings(BaseSettings):
         _split_csv
     )
 
-    @field_validator("PUBLIC_URL")
+    @field_validator("PUBLIC_URL", "GITHUB_API_URL")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("LOGIN_RATE_LIMIT", "LOGIN_FAILURE_LIMIT", "REGISTER_RATE_LIMIT")
+    @field_validator("LOGIN_RATE_LIMIT", "LOGIN_FAILURE_LIMIT", "REGISTER_RATE_LIMIT", "MFA_FAILURE_LIMIT")
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         from limits import parse  # noqa: PLC0415 (keep settings import-light)
@@ -79,6 +88,8 @@ class Settings(BaseSettings):
     def _refuse_weak_secrets_in_prod(self) -> Settings:
         if self.JWT_ALGORITHM in ASYMMETRIC_ALGORITHMS and self.JWT_PRIVATE_KEY_FILE is None:
             raise ValueError(f"JWT_ALGORITHM={self.JWT_ALGORITHM} needs JWT_PRIVATE_KEY_FILE")
+        if self.GITHUB_CLIENT_ID and not self.GITHUB_CLIENT_SECRET:
+            raise ValueError("GITHUB_CLIENT_ID needs GITHUB_CLIENT_SECRET")
         if self.ENV != "prod":
             return self
         if self.JWT_ALGORITHM == "HS256" and (self.JWT_SECRET in SAMPLE_SECRETS or len(self.JWT_SECRET) < 32):
@@ -86,6 +97,10 @@ class Settings(BaseSettings):
         if self.ENCRYPTION_KEY in SAMPLE_SECRETS:
             raise ValueError("ENV=prod needs an ENCRYPTION_KEY")
         return self
+
+    @property
+    def github_enabled(self) -> bool:
+        return bool(self.GITHUB_CLIENT_ID and self.GITHUB_CLIENT_SECRET)
 
     @property
     def is_sqlite(self) -> bool:

@@ -41,6 +41,7 @@ class AccessClaims:
     exp: int
     scope: frozenset[str]
     amr: tuple[str, ...]
+    auth_time: int
 
 
 class TokenKeys:
@@ -114,14 +115,14 @@ def validate_aud(claims: Mapping[str, Any], audience: str) -> None:
         raise InvalidToken("wrong audience")
 
 
-def validate_times(claims: Mapping[str, Any], now: datetime) -> None:
+def validate_times(claims: Mapping[str, Any], now: datetime, leeway: int = LEEWAY_SECONDS) -> None:
     exp, iat = claims.get("exp"), claims.get("iat")
     if not isinstance(exp, int) or not isinstance(iat, int):
         raise InvalidToken("exp and iat must be integers")
     ts = int(now.timestamp())
-    if exp <= ts - LEEWAY_SECONDS:
+    if exp <= ts - leeway:
         raise InvalidToken("token expired")
-    if iat > ts + LEEWAY_SECONDS:
+    if iat > ts + leeway:
         raise InvalidToken("token issued in the future")
 
 
@@ -146,6 +147,7 @@ class AccessTokens:
         session_id: uuid.UUID,
         scope: frozenset[str],
         amr: tuple[str, ...],
+        auth_time: datetime,
         now: datetime,
     ) -> str:
         iat = int(now.timestamp())
@@ -160,6 +162,8 @@ class AccessTokens:
             "exp": iat + self.ttl_seconds,
             "scope": " ".join(sorted(scope)),
             "amr": list(amr),
+            # When the user last proved who they are (OIDC Core §2); refreshes keep it.
+            "auth_time": int(auth_time.timestamp()),
         }
         return self._keys.sign(claims, ACCESS_TOKEN_TYPE)
 
@@ -180,6 +184,43 @@ class AccessTokens:
                 exp=claims["exp"],
                 scope=frozenset(str(claims.get("scope", "")).split()),
                 amr=tuple(str(m) for m in claims.get("amr", [])),
+                auth_time=int(claims.get("auth_time", claims["iat"])),
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidToken("malformed claims") from exc
+
+
+class SignedValues:
+    """Short-lived signed values of their own kind (e.g. OAuth `state`).
+
+    Each kind has its own `typ` ("<kind>+jwt") and audience ("<aud>:<kind>"), so no value
+    of one kind, and no access token, can ever pass as another.
+    """
+
+    REQUIRED = ("exp", "iat", "iss", "aud", "jti")
+
+    def __init__(self, keys: TokenKeys, settings: Settings) -> None:
+        self._keys = keys
+        self._audience = settings.JWT_AUDIENCE
+        self._issuer = settings.PUBLIC_URL
+
+    def issue(self, kind: str, claims: Mapping[str, Any], *, ttl_seconds: int, now: datetime) -> str:
+        iat = int(now.timestamp())
+        body = {
+            **claims,
+            "iss": self._issuer,
+            "aud": f"{self._audience}:{kind}",
+            "iat": iat,
+            "exp": iat + ttl_seconds,
+            "jti": uuid.uuid4().hex,
+        }
+        return self._keys.sign(body, f"{kind}+jwt")
+
+    def verify(self, kind: str, token: str, *, now: datetime) -> dict[str, Any]:
+        """Returns the claims of a live value of this kind, or raises InvalidToken."""
+        claims = self._keys.verify(token, f"{kind}+jwt")
+        validate_required(claims, self.REQUIRED)
+        validate_iss(claims, self._issuer)
+        validate_aud(claims, f"{self._audience}:{kind}")
+        validate_times(claims, now, leeway=0)
+        return claims

@@ -18,11 +18,14 @@ class TenantInfo:
     slug: str
     name: str
     allow_signup: bool
+    mfa_required: bool
     created_at: datetime
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantInfo:
-        return cls(tenant.id, tenant.slug, tenant.name, tenant.allow_signup, tenant.created_at)
+        return cls(
+            tenant.id, tenant.slug, tenant.name, tenant.allow_signup, tenant.mfa_required, tenant.created_at
+        )
 
 
 class TenantCache:

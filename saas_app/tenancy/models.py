@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from saas_app.core.db import Base, UUIDPrimaryKey
@@ -15,6 +15,8 @@ class Tenant(UUIDPrimaryKey, Base):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     allow_signup: Mapped[bool] = mapped_column(default=True)
+    # Every password login must complete a second factor (users without one must enrol).
+    mfa_required: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from saas_app.abuse import per_ip_limit
-from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, require
+from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, ensure_second_factor, require
 from saas_app.runtime import RuntimeDep, SessionDep
 from saas_app.tenancy import service
 from saas_app.tenancy.deps import TenantDep
@@ -47,11 +47,24 @@ async def read_tenant(tenant: TenantDep, principal: CurrentPrincipal) -> TenantR
 
 @router.patch("/t/{tenant}", dependencies=[Depends(require("tenant:manage"))])
 async def update_tenant(
-    body: TenantUpdate, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: OriginDep
+    body: TenantUpdate,
+    tenant: TenantDep,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: OriginDep,
 ) -> TenantRead:
-    """Renames the tenant or opens/closes self sign-up."""
+    """Renames the tenant, opens/closes self sign-up, requires MFA of every login."""
+    if body.mfa_required:
+        # Only someone who signed in with a second factor may demand one of everybody.
+        ensure_second_factor(principal)
     updated = await service.update_tenant(
-        session=session, tenant_id=tenant.id, name=body.name, allow_signup=body.allow_signup, origin=origin
+        session=session,
+        tenant_id=tenant.id,
+        name=body.name,
+        allow_signup=body.allow_signup,
+        mfa_required=body.mfa_required,
+        origin=origin,
     )
     runtime.tenants.invalidate(tenant.slug)
     return TenantRead.model_validate(updated, from_attributes=True)

@@ -22,6 +22,7 @@ class TenantCreate(StrictModel):
 class TenantUpdate(StrictModel):
     name: TenantName | None = None
     allow_signup: bool | None = None
+    mfa_required: bool | None = None
 
 
 class TenantBrief(BaseModel):
@@ -33,6 +34,7 @@ class TenantBrief(BaseModel):
 
 class TenantRead(TenantBrief):
     allow_signup: bool
+    mfa_required: bool
 
 
 class TenantCreated(BaseModel):

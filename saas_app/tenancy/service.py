@@ -87,6 +87,7 @@ async def update_tenant(
     tenant_id: uuid.UUID,
     name: str | None,
     allow_signup: bool | None,
+    mfa_required: bool | None,
     origin: Origin,
 ) -> Tenant:
     """Renames a tenant or opens/closes its self sign-up."""
@@ -96,6 +97,8 @@ async def update_tenant(
         tenant.name = changes["name"] = name
     if allow_signup is not None and allow_signup != tenant.allow_signup:
         tenant.allow_signup = changes["allow_signup"] = allow_signup
+    if mfa_required is not None and mfa_required != tenant.mfa_required:
+        tenant.mfa_required = changes["mfa_required"] = mfa_required
     if changes:
         await audit.record(
             session=session,

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth import service as auth
 from saas_app.auth import sessions
@@ -15,6 +16,7 @@ from saas_app.guards import CurrentPrincipal, OriginDep, Principal, require
 from saas_app.rbac import service as rbac
 from saas_app.runtime import NowDep, RuntimeDep, SessionDep
 from saas_app.users import service
+from saas_app.users.models import User
 from saas_app.users.schemas import (
     ActivationUpdate,
     PasswordChange,
@@ -33,10 +35,17 @@ class SessionNotFound(NotFound):
     title = "Session not found"
 
 
+async def describe(session: AsyncSession, tenant_id: uuid.UUID, users: list[User]) -> list[UserRead]:
+    """UserRead for each user, with roles and identities loaded in one query each."""
+    ids = [u.id for u in users]
+    roles = await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=ids)
+    identities = await service.identities_by_user(session=session, tenant_id=tenant_id, user_ids=ids)
+    return [UserRead.of(u, roles.get(u.id, []), identities.get(u.id, [])) for u in users]
+
+
 async def _read(session: SessionDep, principal: Principal, user_id: uuid.UUID) -> UserRead:
     user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
-    roles = await rbac.roles_by_user(session=session, tenant_id=principal.tenant_id, user_ids=[user.id])
-    return UserRead.of(user, roles.get(user.id, []))
+    return (await describe(session, principal.tenant_id, [user]))[0]
 
 
 def _me(principal: Principal) -> uuid.UUID:
@@ -139,10 +148,7 @@ async def list_users(
     rows, next_cursor = await service.list_users(
         session=session, tenant_id=principal.tenant_id, query=q, page=page
     )
-    roles = await rbac.roles_by_user(
-        session=session, tenant_id=principal.tenant_id, user_ids=[u.id for u in rows]
-    )
-    return Page(items=[UserRead.of(u, roles.get(u.id, [])) for u in rows], next_cursor=next_cursor)
+    return Page(items=await describe(session, principal.tenant_id, rows), next_cursor=next_cursor)
 
 
 @admin_router.get("/{user_id}", dependencies=[Depends(require("users:read"))])
@@ -173,7 +179,7 @@ async def set_roles(
 ) -> UserRead:
     """Replaces a user's roles (no escalation; the last owner stays)."""
     user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
-    roles = await rbac.set_user_roles(
+    await rbac.set_user_roles(
         session=session,
         tenant_id=principal.tenant_id,
         user=user,
@@ -181,4 +187,4 @@ async def set_roles(
         grantor=principal.permissions,
         origin=origin,
     )
-    return UserRead.of(user, roles)
+    return await _read(session, principal, user.id)

@@ -46,7 +46,7 @@ class UserRead(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, user: User, roles: list[Role]) -> UserRead:
+    def of(cls, user: User, roles: list[Role], identities: list[str] | None = None) -> UserRead:
         return cls(
             id=user.id,
             email=user.email,
@@ -54,8 +54,8 @@ class UserRead(BaseModel):
             roles=[r.name for r in roles],
             permissions=ordered(permissions_of(roles)),
             is_active=user.is_active,
-            mfa_enabled=False,
-            identities=[],
+            mfa_enabled=user.mfa_enabled,
+            identities=identities or [],
             created_at=user.created_at,
         )
 

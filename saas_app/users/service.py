@@ -16,7 +16,7 @@ from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import OWNER
-from saas_app.users.models import User
+from saas_app.users.models import Identity, User
 
 
 class UserNotFound(NotFound):
@@ -102,6 +102,23 @@ async def list_users(
         )
     stmt = keyset_page(stmt, page, User.created_at, User.id)
     return split_page(list((await session.scalars(stmt)).all()), page)
+
+
+async def identities_by_user(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    """Returns the linked providers of each user ("github", ...), in one query."""
+    if not user_ids:
+        return {}
+    stmt = (
+        select(Identity.user_id, Identity.provider)
+        .where(Identity.tenant_id == tenant_id, Identity.user_id.in_(user_ids))
+        .order_by(Identity.provider)
+    )
+    result: dict[uuid.UUID, list[str]] = {}
+    for user_id, provider in (await session.execute(stmt)).all():
+        result.setdefault(user_id, []).append(provider)
+    return result
 
 
 def _escape_like(text: str) -> str:

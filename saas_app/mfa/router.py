@@ -1,0 +1,146 @@
+"""/t/{tenant}/users/me/mfa: TOTP enrolment and recovery codes; the admin reset."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.audit.service import Origin
+from saas_app.auth import service as auth
+from saas_app.core.errors import Forbidden
+from saas_app.guards import (
+    CurrentPrincipal,
+    EnrollingOriginDep,
+    EnrollingPrincipal,
+    OriginDep,
+    Principal,
+    require,
+)
+from saas_app.mfa import service
+from saas_app.mfa.schemas import CodeProof, DisableProof, EnrolmentRead, EnrolmentStart, RecoveryCodes
+from saas_app.rbac import service as rbac
+from saas_app.runtime import Runtime, RuntimeDep, SessionDep
+from saas_app.tenancy.deps import TenantDep
+from saas_app.users import service as users
+from saas_app.users.models import User
+
+me_router = APIRouter(prefix="/t/{tenant}/users/me/mfa", tags=["mfa"])
+admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"])
+REAUTHENTICATION_WINDOW = timedelta(minutes=10)
+
+
+class ReauthenticationRequired(Forbidden):
+    code = "reauthentication_required"
+    title = "Confirm your password (or log in again) to do this"
+
+
+async def _user(session: AsyncSession, principal: Principal) -> User:
+    assert principal.user_id is not None
+    return await users.get_user(session=session, tenant_id=principal.tenant_id, user_id=principal.user_id)
+
+
+async def _reauthenticate(
+    password: str | None,
+    principal: Principal,
+    user: User,
+    session: AsyncSession,
+    runtime: Runtime,
+    origin: Origin,
+) -> None:
+    """Enrolment needs a fresh proof: the password, or a login of the last 10 minutes."""
+    if principal.enrolment_token is not None:
+        return  # issued moments ago by a correct password step
+    if password is not None:
+        await session.commit()  # nothing written yet; hold no lock while hashing
+        ok, _ = await auth.check_password(
+            runtime=runtime, tenant_id=user.tenant_id, email=user.email, password=password, user=user
+        )
+        if not ok:
+            raise auth.InvalidPassword()
+        return
+    fresh_after = (origin.now - REAUTHENTICATION_WINDOW).timestamp()
+    if principal.auth_time is None or principal.auth_time < fresh_after:
+        raise ReauthenticationRequired()
+
+
+@me_router.post("/totp")
+async def start_totp(
+    body: EnrolmentStart,
+    principal: EnrollingPrincipal,
+    tenant: TenantDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: EnrollingOriginDep,
+) -> EnrolmentRead:
+    """Starts TOTP enrolment: a new secret, pending until confirmed with a code."""
+    user = await _user(session, principal)
+    await _reauthenticate(body.password, principal, user, session, runtime, origin)
+    enrolment = await service.start_enrolment(runtime=runtime, user=user, issuer=tenant.name)
+    return EnrolmentRead(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri, qr_svg=enrolment.qr_svg)
+
+
+@me_router.post("/totp/confirm")
+async def confirm_totp(
+    body: CodeProof,
+    principal: EnrollingPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: EnrollingOriginDep,
+) -> RecoveryCodes:
+    """Confirms enrolment with a current code; MFA is on and 10 recovery codes are shown once."""
+    user = await _user(session, principal)
+    codes = await service.confirm_enrolment(
+        session=session, runtime=runtime, user=user, code=body.code, origin=origin
+    )
+    if principal.enrolment_token is not None:
+        await service.close_challenge(session=session, token=principal.enrolment_token, now=origin.now)
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@me_router.delete("/totp", status_code=204)
+async def disable_totp(
+    body: DisableProof,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: OriginDep,
+) -> Response:
+    """Turns MFA off, proven by a current code or a recovery code."""
+    user = await _user(session, principal)
+    await service.disable(
+        session=session,
+        runtime=runtime,
+        user=user,
+        otp=body.code,
+        recovery_code=body.recovery_code,
+        origin=origin,
+    )
+    return Response(status_code=204)
+
+
+@me_router.post("/recovery-codes")
+async def regenerate_recovery_codes(
+    body: CodeProof, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, origin: OriginDep
+) -> RecoveryCodes:
+    """Issues 10 new recovery codes; the old ones stop working."""
+    user = await _user(session, principal)
+    codes = await service.regenerate_recovery_codes(
+        session=session, runtime=runtime, user=user, otp=body.code, origin=origin
+    )
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@admin_router.delete("/{user_id}/mfa", status_code=204, dependencies=[Depends(require("users:manage"))])
+async def reset_mfa(
+    user_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
+) -> Response:
+    """Removes a user's second factor (a lost device); they can enrol again."""
+    user = await users.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
+    roles = await rbac.roles_by_user(session=session, tenant_id=principal.tenant_id, user_ids=[user.id])
+    # No escalation: only someone holding all of the user's permissions may weaken their login.
+    rbac.ensure_grantable(rbac.permissions_of(roles.get(user.id, [])), principal.permissions)
+    await service.reset_by_admin(session=session, user=user, origin=origin)
+    return Response(status_code=204)
