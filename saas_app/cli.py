@@ -1,4 +1,4 @@
-"""`python -m saas_app`: serve, migrate, create-tenant, create-user."""
+"""`python -m saas_app`: serve, migrate, create-tenant, create-user, create-api-key."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+from saas_app.api_keys import service as api_keys
 from saas_app.audit.service import Origin, Ref
 from saas_app.core.clock import SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import DomainError
 from saas_app.rbac import service as rbac
-from saas_app.rbac.permissions import BUILTIN_ROLES
+from saas_app.rbac.permissions import BUILTIN_ROLES, CATALOGUE
 from saas_app.runtime import Runtime, close_runtime
 from saas_app.security.passwords import policy_violation
 from saas_app.tenancy import service as tenancy
@@ -107,6 +108,34 @@ async def create_user(args: argparse.Namespace, settings: Settings) -> None:
         await close_runtime(runtime)
 
 
+async def create_api_key(args: argparse.Namespace, settings: Settings) -> None:
+    runtime = Runtime.build(settings, SystemClock())
+    try:
+        origin = Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+        scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
+        unknown = set(scopes) - CATALOGUE
+        if unknown or not scopes:
+            raise SystemExit(f"scopes must be some of: {', '.join(sorted(CATALOGUE))}")
+        async with runtime.write_session_factory() as session, session.begin():
+            tenant = await tenancy.get_by_slug(session=session, slug=args.tenant)
+            key, full_key = await api_keys.create_key(
+                session=session,
+                box=runtime.box,
+                tenant_id=tenant.id,
+                name=args.name,
+                scopes=scopes,
+                grantor=None,  # the operator of the server is trusted
+                created_by=None,
+                expires_in_days=args.expires_in_days,
+                rate_limit=args.rate_limit,
+                origin=origin,
+            )
+        print(f"api key {key.id} sk_{key.prefix} scopes {','.join(key.scopes)}", file=sys.stderr)
+        print(full_key)  # alone on stdout, for scripts: KEY=$(python -m saas_app create-api-key ...)
+    finally:
+        await close_runtime(runtime)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m saas_app", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -134,6 +163,12 @@ def parser() -> argparse.ArgumentParser:
         "--role", action="append", default=[], help=f"repeatable; built-ins: {', '.join(BUILTIN_ROLES)}"
     )
     user_cmd.add_argument("--password-stdin", action="store_true")
+    key_cmd = sub.add_parser("create-api-key", help="issue an API key (printed once, on stdout)")
+    key_cmd.add_argument("--tenant", required=True, help="tenant slug")
+    key_cmd.add_argument("--name", required=True)
+    key_cmd.add_argument("--scopes", required=True, help="comma-separated permissions")
+    key_cmd.add_argument("--expires-in-days", type=int, choices=range(1, 3651), metavar="1..3650")
+    key_cmd.add_argument("--rate-limit", help='e.g. "100/minute"')
     return root
 
 
@@ -147,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings)
         elif args.command == "create-tenant":
             asyncio.run(create_tenant(args, settings))
+        elif args.command == "create-api-key":
+            asyncio.run(create_api_key(args, settings))
         elif args.command == "create-user":
             args.role = args.role or ["member"]
             asyncio.run(create_user(args, settings))

@@ -10,28 +10,36 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
+from saas_app.api_keys import service as api_keys
 from saas_app.audit.service import Origin, Ref
 from saas_app.auth.models import Session
 from saas_app.auth.sessions import is_live
-from saas_app.core.errors import Forbidden, PermissionDenied, Unauthorized
+from saas_app.core.errors import DomainError, Forbidden, PermissionDenied, Unauthorized
 from saas_app.mfa import service as mfa
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import CATALOGUE
-from saas_app.runtime import ClientIPDep, NowDep, RuntimeDep, SessionDep
+from saas_app.runtime import ClientIPDep, NowDep, Runtime, RuntimeDep, SessionDep, client_ip
 from saas_app.security.tokens import InvalidToken
+from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
 from saas_app.users.models import User
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling (a user, later an API key) and what they may do in this tenant."""
+    """Who is calling (a user or an API key) and what they may do in this tenant.
+
+    Like starlette's split of BaseUser from AuthCredentials: identity here, the
+    permissions beside it, already intersected with the credential's scope.
+    """
 
     tenant_id: uuid.UUID
     tenant_slug: str
@@ -41,10 +49,29 @@ class Principal:
     session_id: uuid.UUID | None = None
     auth_time: int | None = None  # when the user last proved who they are (epoch seconds)
     enrolment_token: str | None = None  # set only for the enrol-only `mfa_token`
+    api_key_id: uuid.UUID | None = None
 
     @property
     def ref(self) -> Ref:
+        if self.api_key_id is not None:
+            return Ref("api_key", self.api_key_id)
         return Ref("user", self.user_id)
+
+    @property
+    def id(self) -> uuid.UUID | None:
+        """The acting user's or key's id (for `created_by` fields)."""
+        return self.api_key_id or self.user_id
+
+
+class AmbiguousCredentials(DomainError):
+    status = 400
+    code = "ambiguous_credentials"
+    title = "Send either a bearer token or an API key, not both"
+
+
+class HumanOnly(Forbidden):
+    code = "human_only"
+    title = "This route is for signed-in users, not API keys"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -59,8 +86,13 @@ def bearer_token(request: Request) -> str | None:
 async def current_principal(
     request: Request, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, now: NowDep
 ) -> Principal:
-    """Authenticates the bearer token against this tenant and its live session."""
+    """Authenticates the bearer token (or the X-API-Key) against this tenant."""
     token = bearer_token(request)
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None:
+        if token is not None:
+            raise AmbiguousCredentials()
+        return await key_principal(request, tenant, session, runtime, now, api_key)
     if token is None:
         raise Unauthorized("Authentication required.", presented=False)
     try:
@@ -99,7 +131,46 @@ async def current_principal(
     )
 
 
+async def key_principal(
+    request: Request,
+    tenant: TenantInfo,
+    session: AsyncSession,
+    runtime: Runtime,
+    now: datetime,
+    presented: str,
+) -> Principal:
+    """An API key of this tenant, live, with its scopes clipped to its creator's rights."""
+    auth, dead = await api_keys.authenticate(
+        session=session, box=runtime.box, tenant_id=tenant.id, presented=presented, now=now
+    )
+    if auth is None:
+        if dead is not None:
+            runtime.key_usage.rejected(dead, client_ip(request), now)
+        raise Unauthorized()
+    if auth.key.rate_limit:
+        await runtime.limiter.enforce("api_key", auth.key.rate_limit, str(auth.key.id))
+    runtime.key_usage.used(auth.key, now)
+    return Principal(
+        tenant_id=tenant.id,
+        tenant_slug=tenant.slug,
+        user_id=None,
+        permissions=auth.permissions,
+        amr=("api_key",),
+        api_key_id=auth.key.id,
+    )
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def human_principal(principal: CurrentPrincipal) -> Principal:
+    """A signed-in user: API keys are refused (403) on personal routes."""
+    if principal.user_id is None:
+        raise HumanOnly()
+    return principal
+
+
+HumanPrincipal = Annotated[Principal, Depends(human_principal)]
 
 
 def require(*permissions: str) -> Callable[..., Awaitable[Principal]]:
@@ -148,7 +219,7 @@ async def enrolling_principal(
     requires MFA (accepted here and nowhere else)."""
     token = bearer_token(request)
     if not token or not token.startswith("mfa_"):
-        return await current_principal(request, tenant, session, runtime, now)
+        return human_principal(await current_principal(request, tenant, session, runtime, now))
     challenge = await mfa.find_challenge(
         session=session, tenant_id=tenant.id, token=token, purpose="enroll", now=now
     )

@@ -9,6 +9,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from saas_app.api_keys.router import router as api_keys_router
 from saas_app.audit.router import router as audit_router
 from saas_app.auth.errors import OAuthError, oauth_error_handler
 from saas_app.auth.router import router as auth_router
@@ -68,6 +69,7 @@ def create_app(
         audit_router,
         github_router,
         github_link_router,
+        api_keys_router,
     ):
         app.include_router(router)
     if settings.CORS_ORIGINS:

@@ -1,5 +1,6 @@
 """Every model, imported in one place so metadata is complete (Alembic, tests)."""
 
+from saas_app.api_keys.models import ApiKey
 from saas_app.audit.models import AuditEvent
 from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
@@ -11,6 +12,7 @@ from saas_app.tenancy.models import Tenant
 from saas_app.users.models import Identity, User
 
 __all__ = [
+    "ApiKey",
     "AuditEvent",
     "Base",
     "Identity",

@@ -13,6 +13,7 @@ from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
+from saas_app.api_keys.service import UsageRecorder
 from saas_app.auth.sessions import Lifetimes
 from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
@@ -40,6 +41,7 @@ class Runtime:
     box: SecretBox
     signed: SignedValues
     http: httpx.AsyncClient  # outbound calls (GitHub), with timeouts; closed at shutdown
+    key_usage: UsageRecorder
 
     @classmethod
     def build(
@@ -48,12 +50,13 @@ class Runtime:
         engine = create_engine(settings)
         keys = TokenKeys(settings)
         timeout = settings.GITHUB_TIMEOUT_SECONDS
+        write_session_factory = create_session_factory(engine, for_writes=True)
         return cls(
             settings=settings,
             clock=clock,
             engine=engine,
             session_factory=create_session_factory(engine),
-            write_session_factory=create_session_factory(engine, for_writes=True),
+            write_session_factory=write_session_factory,
             hasher=PasswordHasher(settings),
             keys=keys,
             access_tokens=AccessTokens(keys, settings),
@@ -70,10 +73,12 @@ class Runtime:
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
                 follow_redirects=False,
             ),
+            key_usage=UsageRecorder(write_session_factory),
         )
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.key_usage.drain()
     await runtime.http.aclose()
     await runtime.engine.dispose()
 

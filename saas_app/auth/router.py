@@ -12,7 +12,7 @@ from saas_app.abuse import per_ip_limit
 from saas_app.auth import service
 from saas_app.auth.errors import NO_STORE, InvalidRequest, SlowDown, UnsupportedGrantType
 from saas_app.core.errors import RateLimited
-from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep
+from saas_app.guards import AnonymousOriginDep, HumanPrincipal, OriginDep
 from saas_app.runtime import ClientIPDep, RuntimeDep, SessionDep
 from saas_app.tenancy.deps import TenantDep
 from saas_app.users.schemas import Credentials, UserRead
@@ -171,7 +171,7 @@ async def revoke(
 
 
 @router.post("/logout", status_code=204)
-async def logout(principal: CurrentPrincipal, session: SessionDep, origin: OriginDep) -> Response:
+async def logout(principal: HumanPrincipal, session: SessionDep, origin: OriginDep) -> Response:
     """Ends the caller's session: its refresh and access tokens stop working at once."""
     if principal.session_id is not None:
         await service.end_session(

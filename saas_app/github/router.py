@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from saas_app.audit.service import Origin
@@ -15,7 +15,7 @@ from saas_app.auth.errors import NO_STORE, MfaRequired
 from saas_app.auth.issuance import open_session
 from saas_app.github import service
 from saas_app.github.client import GitHubProfile
-from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep
+from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, human_principal
 from saas_app.runtime import Runtime, RuntimeDep, WriteSessionDep
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
@@ -23,7 +23,9 @@ from saas_app.users import service as users
 from saas_app.users.router import describe
 
 router = APIRouter(prefix="/t/{tenant}/auth/github", tags=["github"])
-link_router = APIRouter(prefix="/t/{tenant}/users/me/identities/github", tags=["me"])
+link_router = APIRouter(
+    prefix="/t/{tenant}/users/me/identities/github", tags=["me"], dependencies=[Depends(human_principal)]
+)
 COOKIE = "saas_app_github"
 RedirectParam = Annotated[str | None, Query(max_length=2048)]
 CallbackParam = Annotated[str | None, Query(max_length=4096)]

@@ -15,6 +15,7 @@ from saas_app.guards import (
     CurrentPrincipal,
     EnrollingOriginDep,
     EnrollingPrincipal,
+    HumanPrincipal,
     OriginDep,
     Principal,
     require,
@@ -123,7 +124,7 @@ async def disable_totp(
 
 @me_router.post("/recovery-codes")
 async def regenerate_recovery_codes(
-    body: CodeProof, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep, origin: OriginDep
+    body: CodeProof, principal: HumanPrincipal, session: SessionDep, runtime: RuntimeDep, origin: OriginDep
 ) -> RecoveryCodes:
     """Issues 10 new recovery codes; the old ones stop working."""
     user = await _user(session, principal)

@@ -40,7 +40,7 @@ async def create_project(
         tenant_id=principal.tenant_id,
         name=body.name,
         description=body.description,
-        created_by=principal.user_id,
+        created_by=principal.id,
         now=now,
     )
     return _read(project)

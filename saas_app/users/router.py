@@ -12,7 +12,7 @@ from saas_app.auth import service as auth
 from saas_app.auth import sessions
 from saas_app.core.errors import NotFound
 from saas_app.core.pagination import Page, PageDep
-from saas_app.guards import CurrentPrincipal, OriginDep, Principal, require
+from saas_app.guards import CurrentPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
 from saas_app.runtime import NowDep, RuntimeDep, SessionDep
 from saas_app.users import service
@@ -26,7 +26,8 @@ from saas_app.users.schemas import (
     UserRead,
 )
 
-me_router = APIRouter(prefix="/t/{tenant}/users/me", tags=["me"])
+# Personal routes: a signed-in user only, never an API key.
+me_router = APIRouter(prefix="/t/{tenant}/users/me", tags=["me"], dependencies=[Depends(human_principal)])
 admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"])
 
 

@@ -1,0 +1,61 @@
+"""/t/{tenant}/api-keys: issue, list and revoke machine credentials (`api_keys:manage`)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Response
+
+from saas_app.api_keys import service
+from saas_app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from saas_app.auth.errors import NO_STORE
+from saas_app.core.pagination import Page, PageDep
+from saas_app.guards import CurrentPrincipal, OriginDep, require
+from saas_app.runtime import RuntimeDep, SessionDep
+
+router = APIRouter(
+    prefix="/t/{tenant}/api-keys", tags=["api-keys"], dependencies=[Depends(require("api_keys:manage"))]
+)
+
+
+@router.post("", status_code=201)
+async def create_key(
+    body: ApiKeyCreate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: OriginDep,
+    response: Response,
+) -> ApiKeyCreated:
+    """Issues a key with scopes the caller holds; the key is shown only in this answer."""
+    key, full_key = await service.create_key(
+        session=session,
+        box=runtime.box,
+        tenant_id=principal.tenant_id,
+        name=body.name,
+        scopes=list(body.scopes),
+        grantor=principal.permissions,
+        created_by=principal.user_id
+        or await service.creator_of(session=session, key_id=principal.api_key_id),
+        expires_in_days=body.expires_in_days,
+        rate_limit=body.rate_limit,
+        origin=origin,
+    )
+    response.headers.update(NO_STORE)
+    return ApiKeyCreated(**ApiKeyRead.of(key).model_dump(), key=full_key)
+
+
+@router.get("")
+async def list_keys(principal: CurrentPrincipal, session: SessionDep, page: PageDep) -> Page[ApiKeyRead]:
+    """Lists the tenant's live keys (never their secrets), with when each was last used."""
+    rows, next_cursor = await service.list_keys(session=session, tenant_id=principal.tenant_id, page=page)
+    return Page(items=[ApiKeyRead.of(k) for k in rows], next_cursor=next_cursor)
+
+
+@router.delete("/{key_id}", status_code=204)
+async def revoke_key(
+    key_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
+) -> Response:
+    """Revokes a key; it stops working at once."""
+    await service.revoke_key(session=session, tenant_id=principal.tenant_id, key_id=key_id, origin=origin)
+    return Response(status_code=204)

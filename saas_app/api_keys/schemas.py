@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from saas_app.api_keys.models import ApiKey
+from saas_app.rbac.schemas import Permission
+from saas_app.users.schemas import StrictModel
+
+KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class ApiKeyCreate(StrictModel):
+    name: KeyName
+    scopes: list[Permission] = Field(min_length=1, max_length=8)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    # Optional per-key limit, e.g. "100/minute" (see the limits library's notation).
+    rate_limit: str | None = Field(default=None, max_length=32)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse  # noqa: PLC0415
+
+            parse(value)
+        return value
+
+
+class ApiKeyRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    rate_limit: str | None
+    created_by: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyRead:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=f"sk_{key.prefix}",
+            scopes=list(key.scopes),
+            rate_limit=key.rate_limit,
+            created_by=key.created_by,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            last_used_at=key.last_used_at,
+        )
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str  # shown only in this answer

@@ -1,0 +1,253 @@
+"""API keys: issue, list, revoke, and authenticate them on the hot path.
+
+Authentication costs one indexed query and one HMAC; an unknown prefix does the same
+HMAC and comparison against a dummy, so timing does not tell whether a prefix exists.
+The only write is `last_used_at`, at most once a minute per key and process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from saas_app.api_keys.models import ApiKey
+from saas_app.audit import service as audit
+from saas_app.audit.service import Origin, Ref
+from saas_app.core.errors import NotFound
+from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.rbac import service as rbac
+from saas_app.rbac.models import Role, UserRole
+from saas_app.rbac.permissions import ordered
+from saas_app.security import api_keys as key_format
+from saas_app.security.crypto import SecretBox
+from saas_app.security.opaque import same
+from saas_app.users.models import User
+
+logger = logging.getLogger("saas_app.api_keys")
+TOUCH_INTERVAL = timedelta(minutes=1)
+DUMMY_HASH = "0" * 64
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+    title = "API key not found"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAuth:
+    """A key that authenticated, and what it may do right now."""
+
+    key: ApiKey
+    permissions: frozenset[str]
+
+
+async def create_key(
+    *,
+    session: AsyncSession,
+    box: SecretBox,
+    tenant_id: uuid.UUID,
+    name: str,
+    scopes: list[str],
+    grantor: frozenset[str] | None,
+    created_by: uuid.UUID | None,
+    expires_in_days: int | None,
+    rate_limit: str | None,
+    origin: Origin,
+) -> tuple[ApiKey, str]:
+    """Issues a key whose scopes the grantor holds (None: the CLI); returns it and the key."""
+    if grantor is not None:
+        rbac.ensure_grantable(scopes, grantor)
+    for _ in range(3):  # a 64-bit prefix collision is astronomically rare, but not impossible
+        full_key, parts = key_format.new_key()
+        key = ApiKey(
+            tenant_id=tenant_id,
+            name=name,
+            prefix=parts.prefix,
+            secret_hash=box.keyed_digest(parts.secret),
+            scopes=ordered(set(scopes)),
+            created_by=created_by,
+            rate_limit=rate_limit,
+            created_at=origin.now,
+            expires_at=origin.now + timedelta(days=expires_in_days) if expires_in_days else None,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(key)
+                await session.flush()
+            break
+        except IntegrityError:
+            continue
+    else:  # pragma: no cover
+        raise RuntimeError("could not allocate an API key prefix")
+    await audit.record(
+        session=session,
+        tenant_id=tenant_id,
+        action="api_key.created",
+        origin=origin,
+        target=Ref("api_key", key.id),
+        details={"name": name, "prefix": f"sk_{key.prefix}", "scopes": key.scopes},
+    )
+    return key, full_key
+
+
+async def creator_of(*, session: AsyncSession, key_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The user a key acts for: a key made by a key inherits its creator (its ceiling)."""
+    if key_id is None:
+        return None
+    return await session.scalar(select(ApiKey.created_by).where(ApiKey.id == key_id))
+
+
+async def list_keys(
+    *, session: AsyncSession, tenant_id: uuid.UUID, page: PageParams
+) -> tuple[list[ApiKey], str | None]:
+    """Returns a page of the tenant's keys that are not revoked."""
+    stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+    return split_page(
+        list((await session.scalars(keyset_page(stmt, page, ApiKey.created_at, ApiKey.id))).all()), page
+    )
+
+
+async def revoke_key(
+    *, session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID, origin: Origin
+) -> None:
+    """Revokes a key: the very next request with it is 401."""
+    key = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+    )
+    if key is None:
+        raise ApiKeyNotFound()
+    key.revoked_at = origin.now
+    await audit.record(
+        session=session,
+        tenant_id=tenant_id,
+        action="api_key.revoked",
+        origin=origin,
+        target=Ref("api_key", key.id),
+        details={"name": key.name, "prefix": f"sk_{key.prefix}"},
+    )
+
+
+async def authenticate(
+    *, session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID, presented: str, now: datetime
+) -> tuple[KeyAuth | None, ApiKey | None]:
+    """Returns (the authenticated key, None), or (None, the key row if it was a dead key)."""
+    parts = key_format.parse(presented)
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == parts.prefix)) if parts else None
+    secret = parts.secret if parts else presented
+    matches = any(
+        same(digest, key.secret_hash if key else DUMMY_HASH) for digest in box.keyed_digests(secret)
+    )
+    if key is None or not matches or key.tenant_id != tenant_id:
+        return None, None
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        return None, key
+    permissions = await _effective_permissions(session, key)
+    if permissions is None:
+        return None, key
+    return KeyAuth(key=key, permissions=permissions), None
+
+
+async def _effective_permissions(session: AsyncSession, key: ApiKey) -> frozenset[str] | None:
+    """A key's scopes, clipped to what its creator may do now (None: the creator is gone)."""
+    scopes = frozenset(key.scopes)
+    if key.created_by is None:
+        return scopes
+    stmt = (
+        select(User.is_active, Role.permissions)
+        .select_from(User)
+        .outerjoin(UserRole, UserRole.user_id == User.id)
+        .outerjoin(Role, Role.id == UserRole.role_id)
+        .where(User.id == key.created_by, User.tenant_id == key.tenant_id)
+    )
+    rows = (await session.execute(stmt)).all()
+    if not rows or not rows[0].is_active:
+        return None
+    held = frozenset(p for row in rows if row.permissions for p in row.permissions)
+    return scopes & held
+
+
+Work = Callable[[AsyncSession], Awaitable[object]]
+
+
+class UsageRecorder:
+    """Writes `last_used_at` at most once a minute per key (per process) and audits uses of
+    dead keys at most once a minute per key.
+
+    The writes run as background tasks in their own transactions: the request never
+    waits for them, and on SQLite it could not (it may hold the write lock itself).
+    """
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self._touched: dict[uuid.UUID, float] = {}
+        self._rejected: dict[uuid.UUID, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Waits for pending writes (at shutdown, and in tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def used(self, key: ApiKey, now: datetime) -> None:
+        if not _due(self._touched, key.id) or (
+            key.last_used_at is not None and key.last_used_at > now - TOUCH_INTERVAL
+        ):
+            return
+        stmt = (
+            update(ApiKey)
+            .where(
+                ApiKey.id == key.id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_INTERVAL),
+            )
+            .values(last_used_at=now)
+        )
+        self._spawn(lambda session: session.execute(stmt))
+
+    def rejected(self, key: ApiKey, ip: str | None, now: datetime) -> None:
+        if not _due(self._rejected, key.id):
+            return
+        reason = "revoked" if key.revoked_at is not None else "expired_or_creator_gone"
+        origin = Origin(actor=Ref("api_key", key.id), ip=ip, now=now)
+
+        async def record(session: AsyncSession) -> None:
+            await audit.record(
+                session=session,
+                tenant_id=key.tenant_id,
+                action="api_key.rejected",
+                origin=origin,
+                target=Ref("api_key", key.id),
+                details={"reason": reason, "prefix": f"sk_{key.prefix}", "sampled": "1/minute"},
+            )
+
+        self._spawn(record)
+
+    def _spawn(self, work: Work) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, work: Work) -> None:
+        try:
+            async with self._factory() as session, session.begin():
+                await work(session)
+        except Exception as exc:  # bookkeeping must never fail, nor leak into a request
+            logger.warning("api key bookkeeping skipped: %s", type(exc).__name__)
+
+
+def _due(last: dict[uuid.UUID, float], key_id: uuid.UUID) -> bool:
+    now = time.monotonic()
+    if now - last.get(key_id, float("-inf")) < TOUCH_INTERVAL.total_seconds():
+        return False
+    last[key_id] = now
+    if len(last) > 10_000:  # bound the memory of a long-lived process
+        last.clear()
+    return True
