@@ -16,6 +16,7 @@ from saas_app.auth.router import router as auth_router
 from saas_app.core.clock import Clock, SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import install_error_handlers
+from saas_app.core.http import BodyLimit, SecurityHeaders
 from saas_app.core.logging import RequestLogMiddleware, configure_logging
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
@@ -80,7 +81,9 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(BodyLimit, max_bytes=settings.MAX_BODY_BYTES)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, 413s included
     return app
 
 

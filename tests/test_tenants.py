@@ -154,7 +154,8 @@ async def test_any_member_reads_the_tenant(client: AsyncClient, roles: list[str]
     response = await client.get(tenant.path(), headers=user.headers)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"id", "slug", "name", "allow_signup", "created_at"}
+    assert set(body) == {"id", "slug", "name", "allow_signup", "mfa_required", "created_at"}
+    assert body["mfa_required"] is False  # a new tenant does not require MFA
     assert body["id"] == tenant.id
     assert body["slug"] == tenant.slug
     assert body["name"] == f"Tenant {tenant.slug}"

@@ -58,11 +58,15 @@ class Settings(BaseSettings):
     TENANT_CACHE_SECONDS: float = Field(default=5.0, ge=0)
 
     RATE_LIMITS_ENABLED: bool = True
+    # Redis down: true = count in process memory (and warn); false = answer 503.
+    RATE_LIMIT_FAIL_OPEN: bool = True
     LOGIN_RATE_LIMIT: str = "10/minute"
     LOGIN_FAILURE_LIMIT: str = "5/15minutes"
     REGISTER_RATE_LIMIT: str = "5/minute"
     MFA_FAILURE_LIMIT: str = "10/15minutes"
     RATE_LIMIT_KEY_PREFIX: str = "saas_app"
+
+    MAX_BODY_BYTES: int = Field(default=65_536, ge=1024)
 
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"

@@ -7,16 +7,23 @@ it guards. See docs/decisions.md for why this is `limits` directly rather than s
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
 from saas_app.core.config import Settings
-from saas_app.core.errors import RateLimited
+from saas_app.core.errors import RateLimited, ServiceUnavailable
+
+logger = logging.getLogger("saas_app.ratelimit")
+REDIS_TIMEOUT_SECONDS = 0.5
+WARN_EVERY_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +33,34 @@ class Verdict:
 
 
 class RateLimiter:
-    """Named buckets (`hit("token_ip", "10/minute", ip)`); each endpoint has its own."""
+    """Named buckets (`hit("token_ip", "10/minute", ip)`); each endpoint has its own.
+
+    When Redis fails, RATE_LIMIT_FAIL_OPEN=true (the default) counts in process memory
+    instead, with a warning, so logins keep working (with per-process limits) while Redis
+    is down; false answers 503 instead.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.RATE_LIMITS_ENABLED
         self.storage: Storage = _storage(settings)
         self._strategy = MovingWindowRateLimiter(self.storage)
+        self._fallback = MovingWindowRateLimiter(_MemoryStorage()) if settings.REDIS_URL else None
+        self._fail_open = settings.RATE_LIMIT_FAIL_OPEN
+        self._warned_at = float("-inf")
         self._items: dict[str, RateLimitItem] = {}
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._strategy, method)(*args)
+        except StorageError as exc:
+            if self._fallback is None or not self._fail_open:
+                raise ServiceUnavailable("Rate-limit storage is unavailable; retry later.") from exc
+            if time.monotonic() - self._warned_at > WARN_EVERY_SECONDS:
+                self._warned_at = time.monotonic()
+                logger.warning(
+                    "rate-limit storage down (%s): counting in process", type(exc.storage_error).__name__
+                )
+            return await getattr(self._fallback, method)(*args)
 
     def _item(self, limit: str) -> RateLimitItem:
         item = self._items.get(limit)
@@ -45,9 +73,9 @@ class RateLimiter:
         if not self.enabled:
             return Verdict(True, 0)
         item = self._item(limit)
-        if await self._strategy.hit(item, bucket, *keys):
+        if await self._call("hit", item, bucket, *keys):
             return Verdict(True, 0)
-        stats = await self._strategy.get_window_stats(item, bucket, *keys)
+        stats = await self._call("get_window_stats", item, bucket, *keys)
         return Verdict(False, max(1, math.ceil(stats.reset_time - time.time())))
 
     async def enforce(self, bucket: str, limit: str, *keys: str) -> None:
@@ -58,7 +86,7 @@ class RateLimiter:
 
     async def clear(self, bucket: str, limit: str, *keys: str) -> None:
         if self.enabled:
-            await self._strategy.clear(self._item(limit), bucket, *keys)
+            await self._call("clear", self._item(limit), bucket, *keys)
 
     async def ping(self) -> bool:
         return bool(await self.storage.check())
@@ -82,5 +110,12 @@ class _MemoryStorage(MemoryStorage):
 def _storage(settings: Settings) -> Storage:
     if settings.REDIS_URL:
         uri = "async+" + settings.REDIS_URL
-        return RedisStorage(uri, implementation="redispy", key_prefix=settings.RATE_LIMIT_KEY_PREFIX)
+        return RedisStorage(
+            uri,
+            implementation="redispy",
+            key_prefix=settings.RATE_LIMIT_KEY_PREFIX,
+            wrap_exceptions=True,  # every Redis failure surfaces as limits' StorageError
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
     return _MemoryStorage()
