@@ -143,9 +143,10 @@ async def authenticate(
     parts = key_format.parse(presented)
     key = await session.scalar(select(ApiKey).where(ApiKey.prefix == parts.prefix)) if parts else None
     secret = parts.secret if parts else presented
-    matches = any(
-        same(digest, key.secret_hash if key else DUMMY_HASH) for digest in box.keyed_digests(secret)
-    )
+    expected = key.secret_hash if key else DUMMY_HASH
+    # Compare every candidate digest (no short-circuit), so every path does equal work.
+    results = [same(digest, expected) for digest in box.keyed_digests(secret)]
+    matches = any(results)
     if key is None or not matches or key.tenant_id != tenant_id:
         return None, None
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):

@@ -16,7 +16,7 @@ from saas_app.auth.issuance import open_session
 from saas_app.github import service
 from saas_app.github.client import GitHubProfile
 from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, human_principal
-from saas_app.runtime import Runtime, RuntimeDep, WriteSessionDep
+from saas_app.runtime import Runtime, RuntimeDep, SessionDep, WriteSessionDep
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
 from saas_app.users import service as users
@@ -86,8 +86,10 @@ async def start_link(
 
 
 @link_router.delete("", status_code=204)
-async def unlink(principal: CurrentPrincipal, session: WriteSessionDep, origin: OriginDep) -> Response:
+async def unlink(principal: CurrentPrincipal, session: SessionDep, origin: OriginDep) -> Response:
     """Unlinks GitHub (refused if it is the user's only way to sign in)."""
+    # SessionDep, not WriteSessionDep: a DELETE's unit of work already writes, and it is the
+    # one the principal was read in; a second writer would wait on SQLite's lock forever.
     assert principal.user_id is not None
     user = await users.get_user(session=session, tenant_id=principal.tenant_id, user_id=principal.user_id)
     await service.unlink(session=session, user=user, origin=origin)

@@ -275,6 +275,8 @@ async def link(
 ) -> User:
     """Links a GitHub account to the user who started the flow."""
     user = await users.get_user(session=session, tenant_id=tenant.id, user_id=user_id)
+    if not user.is_active:  # deactivated while the flow was at GitHub
+        raise AccountDisabled()
     owner = await _identity_owner(session, tenant.id, profile)
     if owner is not None and owner.id != user.id:
         raise IdentityInUse()

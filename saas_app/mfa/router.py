@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit.service import Origin
 from saas_app.auth import service as auth
-from saas_app.core.errors import Forbidden
+from saas_app.core.errors import Conflict, Forbidden
 from saas_app.guards import (
     CurrentPrincipal,
     EnrollingOriginDep,
@@ -31,6 +31,11 @@ from saas_app.users.models import User
 me_router = APIRouter(prefix="/t/{tenant}/users/me/mfa", tags=["mfa"])
 admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"])
 REAUTHENTICATION_WINDOW = timedelta(minutes=10)
+
+
+class MfaRequiredByTenant(Conflict):
+    code = "mfa_required_by_tenant"
+    title = "This tenant requires MFA; it cannot be turned off (an admin can reset a lost device)"
 
 
 class ReauthenticationRequired(Forbidden):
@@ -104,12 +109,15 @@ async def confirm_totp(
 @me_router.delete("/totp", status_code=204)
 async def disable_totp(
     body: DisableProof,
-    principal: CurrentPrincipal,
+    principal: HumanPrincipal,
+    tenant: TenantDep,
     session: SessionDep,
     runtime: RuntimeDep,
     origin: OriginDep,
 ) -> Response:
     """Turns MFA off, proven by a current code or a recovery code."""
+    if tenant.mfa_required:
+        raise MfaRequiredByTenant()
     user = await _user(session, principal)
     await service.disable(
         session=session,

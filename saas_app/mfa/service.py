@@ -306,8 +306,12 @@ async def spend_attempt(
 async def find_challenge(
     *, session: AsyncSession, tenant_id: uuid.UUID, token: str, purpose: str, now: datetime
 ) -> MfaChallenge | None:
-    """Returns a live challenge without spending it."""
-    stmt = select(MfaChallenge).where(*_live(tenant_id, token, purpose, now))
+    """Returns a live challenge of a still active user, without spending it."""
+    stmt = (
+        select(MfaChallenge)
+        .join(User, User.id == MfaChallenge.user_id)
+        .where(*_live(tenant_id, token, purpose, now), User.is_active.is_(True))
+    )
     return await session.scalar(stmt)
 
 

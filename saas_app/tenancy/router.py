@@ -55,8 +55,9 @@ async def update_tenant(
     origin: OriginDep,
 ) -> TenantRead:
     """Renames the tenant, opens/closes self sign-up, requires MFA of every login."""
-    if body.mfa_required:
-        # Only someone who signed in with a second factor may demand one of everybody.
+    if body.mfa_required is not None and body.mfa_required != tenant.mfa_required:
+        # The MFA policy changes only from a session that passed a second factor: nobody
+        # demands a factor they do not use, and a stolen password cannot lift the policy.
         ensure_second_factor(principal)
     updated = await service.update_tenant(
         session=session,
