@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from saas_app import housekeeping
 from saas_app.api_keys import service as api_keys
 from saas_app.audit.service import Origin, Ref
 from saas_app.core.clock import SystemClock
@@ -136,6 +137,18 @@ async def create_api_key(args: argparse.Namespace, settings: Settings) -> None:
         await close_runtime(runtime)
 
 
+async def purge_expired(settings: Settings) -> None:
+    runtime = Runtime.build(settings, SystemClock())
+    try:
+        async with runtime.write_session_factory() as session, session.begin():
+            counts = await housekeeping.purge_expired(
+                session=session, now=runtime.clock.now(), idle=runtime.lifetimes.idle
+            )
+        print(" ".join(f"{table}={n}" for table, n in counts.items()))
+    finally:
+        await close_runtime(runtime)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m saas_app", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -147,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head`")
 
     sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+    sub.add_parser("purge-expired", help="delete expired one-time records and long-ended sessions")
 
     tenant_cmd = sub.add_parser("create-tenant", help="create a tenant and its owner")
     tenant_cmd.add_argument("--slug", required=True)
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             serve(args, settings)
         elif args.command == "migrate":
             migrate(settings)
+        elif args.command == "purge-expired":
+            asyncio.run(purge_expired(settings))
         elif args.command == "create-tenant":
             asyncio.run(create_tenant(args, settings))
         elif args.command == "create-api-key":

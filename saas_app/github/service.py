@@ -77,6 +77,11 @@ class IdentityInUse(Conflict):
     title = "This GitHub account is linked to another user"
 
 
+class IdentityAlreadyLinked(Conflict):
+    code = "identity_already_linked"
+    title = "Another GitHub account is already linked; unlink it first"
+
+
 class IdentityNotLinked(NotFound):
     code = "identity_not_found"
     title = "No GitHub account is linked"
@@ -281,15 +286,21 @@ async def link(
     if owner is not None and owner.id != user.id:
         raise IdentityInUse()
     if owner is None:
+        if await _linked_identity(session, user) is not None:
+            raise IdentityAlreadyLinked()
         await _link(session, user, profile, origin, how="account")
     return user
 
 
+async def _linked_identity(session: AsyncSession, user: User) -> Identity | None:
+    stmt = select(Identity).where(Identity.user_id == user.id, Identity.provider == PROVIDER)
+    linked: Identity | None = await session.scalar(stmt)
+    return linked
+
+
 async def unlink(*, session: AsyncSession, user: User, origin: Origin) -> None:
     """Removes the user's GitHub identity, unless it is their only way to sign in."""
-    identity = await session.scalar(
-        select(Identity).where(Identity.user_id == user.id, Identity.provider == PROVIDER)
-    )
+    identity = await _linked_identity(session, user)
     if identity is None:
         raise IdentityNotLinked()
     if user.password_hash is None:

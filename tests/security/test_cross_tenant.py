@@ -20,7 +20,19 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from httpx import AsyncClient, Response
 
-from tests.factories import DEFAULT_PASSWORD, Member, TenantCtx, add_member, create_tenant
+from saas_app.core.clock import FrozenClock
+from saas_app.core.config import Settings
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    ApiKey,
+    Member,
+    TenantCtx,
+    add_member,
+    create_api_key,
+    create_tenant,
+    enable_mfa,
+    mfa_challenge,
+)
 
 PROBLEM_JSON = "application/problem+json"
 ROLE_PERMISSIONS = ["audit:read", "projects:read"]
@@ -36,6 +48,7 @@ class Side:
     project_name: str
     role_name: str
     owner_sid: str
+    api_key: ApiKey
 
     @property
     def owner(self) -> Member:
@@ -47,6 +60,7 @@ class Side:
         return {
             t.id, t.slug, f"Tenant {t.slug}", self.owner.id, self.owner.email, self.owner_sid,
             self.user.id, self.user.email, self.project_id, self.project_name, self.role_name,
+            self.api_key.id, self.api_key.prefix,
         }  # fmt: skip
 
     def path(self, template: str, ids: Side) -> str:
@@ -57,6 +71,7 @@ class Side:
             project_id=ids.project_id,
             name=ids.role_name,
             sid=ids.owner_sid,
+            key_id=ids.api_key.id,
         )
 
 
@@ -76,7 +91,21 @@ async def build_side(client: AsyncClient, label: str) -> Side:
     r = await client.get(tenant.path("/users/me/sessions"), headers=headers)
     assert r.status_code == 200, r.text
     owner_sid = next(s["id"] for s in r.json()["items"] if s["current"])
-    return Side(tenant, user, project_id, project_name, role_name, owner_sid)
+    api_key = await create_api_key(client, tenant, "projects:read")
+    return Side(tenant, user, project_id, project_name, role_name, owner_sid, api_key)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """GitHub sign-in configured, so its routes answer; its URLs point nowhere, as no request
+    here may get as far as calling GitHub."""
+    return make_settings(
+        GITHUB_CLIENT_ID="Iv1.crosstenant",
+        GITHUB_CLIENT_SECRET="cross-tenant-github-secret-" + "x" * 12,
+        GITHUB_AUTHORIZE_URL="https://github.invalid/login/oauth/authorize",
+        GITHUB_TOKEN_URL="https://github.invalid/login/oauth/access_token",
+        GITHUB_API_URL="https://github.invalid",
+    )
 
 
 @pytest.fixture
@@ -130,6 +159,13 @@ ROUTES: dict[str, Route] = {
     "GET /t/{tenant}/users/{user_id}": Route(401, 404),
     "PATCH /t/{tenant}/users/{user_id}": Route(401, 404, json=lambda _: {"is_active": False}),
     "PUT /t/{tenant}/users/{user_id}/roles": Route(401, 404, json=lambda _: {"roles": ["viewer"]}),
+    # MFA: A's fresh login may enrol A (a pending secret of A's, nothing of B); A has no MFA
+    # to confirm, turn off or renew codes for (409); B's user is not found from A.
+    "POST /t/{tenant}/users/me/mfa/totp": Route(401, 200, json=lambda _: {}),
+    "POST /t/{tenant}/users/me/mfa/totp/confirm": Route(401, 409, json=lambda _: {"code": "123456"}),
+    "DELETE /t/{tenant}/users/me/mfa/totp": Route(401, 409, json=lambda _: {"code": "123456"}),
+    "POST /t/{tenant}/users/me/mfa/recovery-codes": Route(401, 409, json=lambda _: {"code": "123456"}),
+    "DELETE /t/{tenant}/users/{user_id}/mfa": Route(401, 404),
     "GET /t/{tenant}/roles": Route(401, 200),
     # Role names are per tenant: A may have a role named like B's.
     "POST /t/{tenant}/roles": Route(
@@ -143,6 +179,17 @@ ROUTES: dict[str, Route] = {
     "PATCH /t/{tenant}/projects/{project_id}": Route(401, 404, json=lambda _: {"name": "hijacked"}),
     "DELETE /t/{tenant}/projects/{project_id}": Route(401, 404),
     "GET /t/{tenant}/audit-events": Route(401, 200),
+    # API keys: A issues and lists only its own; B's key id is not found from A.
+    "POST /t/{tenant}/api-keys": Route(401, 201, json=lambda _: {"name": "ci", "scopes": ["projects:read"]}),
+    "GET /t/{tenant}/api-keys": Route(401, 200),
+    "DELETE /t/{tenant}/api-keys/{key_id}": Route(401, 404),
+    # GitHub: authorize is public (a stray token grants nothing; it only starts a flow for the
+    # path's tenant); a callback without state is refused before anything else; A may start
+    # linking GitHub to A, and A has nothing linked to remove.
+    "GET /t/{tenant}/auth/github/authorize": Route(302, 302),
+    "GET /t/{tenant}/auth/github/callback": Route(400, 400),
+    "POST /t/{tenant}/users/me/identities/github": Route(401, 200),
+    "DELETE /t/{tenant}/users/me/identities/github": Route(401, 404),
 }
 
 
@@ -182,7 +229,8 @@ async def call(
 def assert_no_data_of(side: Side, response: Response) -> None:
     """No marker of `side` in the body, except what the request itself carried."""
     sent = str(response.request.url) + response.request.content.decode()
-    leaked = {m for m in side.markers() if m in response.text and m not in sent}
+    answer = response.text + response.headers.get("location", "")
+    leaked = {m for m in side.markers() if m in answer and m not in sent}
     assert not leaked, f"{leaked} leaked into {response.text}"
 
 
@@ -205,6 +253,8 @@ async def assert_untouched(client: AsyncClient, side: Side) -> None:
     assert sorted(r.json()["roles"]) == sorted(["member", side.role_name])
     r = await client.get(t.path("/users/me"), headers=side.user.headers)
     assert r.status_code == 200, r.text
+    r = await client.get(t.path("/projects"), headers=side.api_key.headers)
+    assert r.status_code == 200, r.text  # the side's API key still works
     # Last, as it rotates it: the owner's session and refresh token are still good.
     r = await client.post(t.path("/auth/token"), data=refresh_grant(side))
     assert r.status_code == 200, r.text
@@ -215,7 +265,9 @@ def assert_refusal_shape(response: Response, slug: str) -> None:
         assert response.headers["www-authenticate"] == f'Bearer realm="{slug}", error="invalid_token"'
     if response.status_code in (401, 403, 404):
         assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    if response.status_code == 400:  # only the token endpoint answers 400 here
+    if response.status_code == 400 and response.headers["content-type"].startswith(PROBLEM_JSON):
+        assert response.json()["code"] == "invalid_state"  # GitHub's callback
+    elif response.status_code == 400:  # the token endpoint
         assert response.json()["error"] == "invalid_grant"
 
 
@@ -254,6 +306,27 @@ async def test_user_search_in_a_does_not_find_b(client: AsyncClient, a: Side, b:
         r = await client.get(a.tenant.path("/users"), params={"q": query}, headers=a.owner.headers)
         assert r.status_code == 200, r.text
         assert r.json()["items"] == [], query
+
+
+async def test_mfa_of_b_cannot_be_reset_from_a(
+    client: AsyncClient, a: Side, b: Side, clock: FrozenClock
+) -> None:
+    await enable_mfa(client, b.tenant, b.user, clock)
+    r = await client.delete(a.tenant.path(f"/users/{b.user.id}/mfa"), headers=a.owner.headers)
+    assert r.status_code == 404, r.text
+    r = await client.get(b.tenant.path(f"/users/{b.user.id}"), headers=b.owner.headers)
+    assert r.json()["mfa_enabled"] is True
+
+
+async def test_an_mfa_token_of_a_is_refused_by_b(
+    client: AsyncClient, a: Side, b: Side, clock: FrozenClock
+) -> None:
+    authenticator = await enable_mfa(client, a.tenant, a.owner, clock)
+    form = {"grant_type": "mfa_otp", "mfa_token": await mfa_challenge(client, a.tenant.slug, a.owner.email)}
+    r = await client.post(b.tenant.path("/auth/token"), data={**form, "otp": authenticator.next_code()})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_grant"
+    assert_no_data_of(a, r)
 
 
 SLUGS: dict[str, Callable[[Side], str]] = {

@@ -1,0 +1,42 @@
+"""Deletes one-time records nobody can use any more (run `python -m saas_app purge-expired`
+from cron, e.g. hourly). Nothing here changes what any request can do."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Delete, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.auth.models import LoginCode, RefreshToken, Session
+from saas_app.github.models import SpentState
+from saas_app.mfa.models import MfaChallenge
+
+# Ended sessions stay listed this long for investigations before their rows go.
+ENDED_SESSION_RETENTION = timedelta(days=30)
+
+
+def purges(now: datetime, idle: timedelta) -> dict[str, Delete]:
+    """The DELETE of each table, keyed by table name."""
+    horizon = now - ENDED_SESSION_RETENTION
+    ended = or_(
+        Session.revoked_at < horizon, Session.expires_at < horizon, Session.last_used_at < horizon - idle
+    )
+    return {
+        "spent_state": delete(SpentState).where(SpentState.expires_at < now),
+        "login_code": delete(LoginCode).where(LoginCode.expires_at < now),
+        "mfa_challenge": delete(MfaChallenge).where(MfaChallenge.expires_at < now),
+        "refresh_token": delete(RefreshToken).where(
+            RefreshToken.session_id.in_(select(Session.id).where(ended))
+        ),
+        "session": delete(Session).where(ended),
+    }
+
+
+async def purge_expired(*, session: AsyncSession, now: datetime, idle: timedelta) -> dict[str, int]:
+    """Deletes expired one-time records and long-ended sessions; returns rows per table."""
+    counts = {}
+    for table, stmt in purges(now, idle).items():
+        result = await session.execute(stmt.execution_options(synchronize_session=False))
+        counts[table] = int(getattr(result, "rowcount", 0))
+    return counts
