@@ -1,0 +1,586 @@
+"""The load benchmark: saas_app beside a bare FastAPI endpoint and fastapi-users.
+
+Every server is one uvicorn worker pinned to the server CPU (`taskset -c 1`), wrk runs
+pinned to the other (`taskset -c 0`). Each target is health-checked, answered once with
+its credentials, warmed up, then measured in rounds that alternate between targets
+(A B C … A B C …) so that drift on a shared machine hits them all alike; the report
+gives medians over rounds and the ratios of the performance issue.
+
+    make bench                                  # 3 rounds × 10 s × 32 connections
+    make bench BENCH_ARGS="--quick"             # 1 round × 3 s: a smoke test
+    .venv/bin/python bench/run.py --rounds 5 --duration 20 --connections 64
+    .venv/bin/python bench/run.py --scale       # + a 1M-user / 10k-tenant database
+
+Every option also reads an environment variable (BENCH_ROUNDS, BENCH_DURATION, ...);
+a flag wins over the variable. Results: bench/results/latest.md and latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+from report import LABELS, Results, render
+from servers import (
+    BENCH,
+    PEER_PYTHON,
+    PROJECT_PYTHON,
+    ROOT,
+    PeerAccount,
+    SaasAccount,
+    Server,
+    bare_server,
+    peer_server,
+    saas_env,
+    saas_migrate,
+    saas_server,
+)
+from wrk import WrkJob, WrkResult
+
+LUA = BENCH / "lua"
+DATA = BENCH / ".data"
+TARGETS = ("bare", "fastapi-users", "saas-bearer", "saas-api-key", "saas-login")
+# Report order; the scale targets run only with --scale.
+ORDER = (
+    "bare",
+    "fastapi-users",
+    "saas-bearer",
+    "saas-api-key",
+    "scale-bearer",
+    "scale-api-key",
+    "saas-login",
+    "healthz-storm",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    rounds: int
+    duration: int
+    connections: int
+    login_connections: int
+    login_duration: int
+    warmup: int
+    quick: bool
+    targets: tuple[str, ...]
+    scale: bool
+    scale_users: int
+    scale_tenants: int
+    server_cpus: str
+    client_cpus: str
+    hash_threads: int
+    probe_delay_ms: int
+    output: Path
+    keep: bool
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="1 round × 3 s, 1 s warm-up (env BENCH_QUICK=1)")
+    p.add_argument("--rounds", type=int, help="rounds of every target (BENCH_ROUNDS, default 3)")
+    p.add_argument("--duration", type=int, help="seconds per measurement (BENCH_DURATION, default 10)")
+    p.add_argument("--connections", type=int, help="wrk connections (BENCH_CONNECTIONS, default 32)")
+    p.add_argument(
+        "--login-connections",
+        type=int,
+        help="connections of the login storm (BENCH_LOGIN_CONNECTIONS, default 4)",
+    )
+    p.add_argument(
+        "--login-duration",
+        type=int,
+        help="seconds per login storm (BENCH_LOGIN_DURATION, default: --duration, at least 10)",
+    )
+    p.add_argument("--warmup", type=int, help="warm-up seconds per target (BENCH_WARMUP, default 3)")
+    p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (BENCH_TARGETS)")
+    p.add_argument(
+        "--scale", action="store_true", help="also run bearer and API key on a big DB (BENCH_SCALE=1)"
+    )
+    p.add_argument(
+        "--scale-users", type=int, help="users in the scale DB (BENCH_SCALE_USERS, default 1,000,000)"
+    )
+    p.add_argument(
+        "--scale-tenants", type=int, help="tenants in the scale DB (BENCH_SCALE_TENANTS, default 10,000)"
+    )
+    p.add_argument("--server-cpus", help="taskset CPU list of the servers (BENCH_SERVER_CPUS, default 1)")
+    p.add_argument("--client-cpus", help="taskset CPU list of wrk (BENCH_CLIENT_CPUS, default 0)")
+    p.add_argument(
+        "--hash-threads", type=int, help="threads of the raw verify rate (BENCH_HASH_THREADS, default 2)"
+    )
+    p.add_argument(
+        "--probe-delay-ms", type=int, help="pause between /healthz probes (BENCH_PROBE_DELAY_MS, default 20)"
+    )
+    p.add_argument("--output", type=Path, help="report path (BENCH_OUTPUT, default bench/results/latest.md)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary databases and server logs")
+    args = p.parse_args(argv)
+
+    env = os.environ
+    quick = args.quick or env.get("BENCH_QUICK", "") not in ("", "0")
+
+    def pick(value: Any, name: str, default: Any, quick_default: Any = None, kind: type = int) -> Any:
+        if value is not None:
+            return value
+        if f"BENCH_{name}" in env:
+            return kind(env[f"BENCH_{name}"])
+        return quick_default if quick and quick_default is not None else default
+
+    targets = tuple(t.strip() for t in pick(args.targets, "TARGETS", ",".join(TARGETS), kind=str).split(","))
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        p.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    duration = pick(args.duration, "DURATION", 10, 3)
+    return Config(
+        rounds=pick(args.rounds, "ROUNDS", 3, 1),
+        duration=duration,
+        connections=pick(args.connections, "CONNECTIONS", 32),
+        login_connections=pick(args.login_connections, "LOGIN_CONNECTIONS", 4),
+        login_duration=pick(args.login_duration, "LOGIN_DURATION", max(duration, 10)),
+        warmup=pick(args.warmup, "WARMUP", 3, 1),
+        quick=quick,
+        targets=targets,
+        scale=args.scale or env.get("BENCH_SCALE", "") not in ("", "0"),
+        scale_users=pick(args.scale_users, "SCALE_USERS", 1_000_000),
+        scale_tenants=pick(args.scale_tenants, "SCALE_TENANTS", 10_000),
+        server_cpus=pick(args.server_cpus, "SERVER_CPUS", "1", kind=str),
+        client_cpus=pick(args.client_cpus, "CLIENT_CPUS", "0", kind=str),
+        hash_threads=pick(args.hash_threads, "HASH_THREADS", 2),
+        probe_delay_ms=pick(args.probe_delay_ms, "PROBE_DELAY_MS", 20),
+        output=pick(args.output, "OUTPUT", BENCH / "results" / "latest.md", kind=Path),
+        keep=args.keep,
+    )
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def preflight(config: Config) -> None:
+    missing = [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run `make bench` (it installs wrk)")
+    if "fastapi-users" in config.targets and not PEER_PYTHON.exists():
+        raise SystemExit(f"no {PEER_PYTHON}: run `make bench` (it builds the peer's venv)")
+    cpus = os.sched_getaffinity(0)
+    for cpu_list in (config.server_cpus, config.client_cpus):
+        wanted = {int(c) for c in cpu_list.replace("-", ",").split(",") if c}
+        if not wanted <= cpus:
+            raise SystemExit(f"CPU list {cpu_list!r} is not available here (have {sorted(cpus)})")
+    if config.server_cpus == config.client_cpus:
+        log("warning: servers and wrk share CPUs; figures will understate the servers")
+
+
+# --- servers, accounts and what is measured ------------------------------------------------
+
+
+def settings_names() -> frozenset[str]:
+    """saas_app's setting names, so that none leaks in from the caller's environment."""
+    sys.path.insert(0, str(ROOT))
+    from saas_app.core.config import Settings  # noqa: PLC0415 (only for its field names)
+
+    return frozenset(Settings.model_fields)
+
+
+def head_revision(database: Path) -> str:
+    with sqlite3.connect(database) as conn:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return str(row[0])
+
+
+def scale_database(config: Config, revision: str, names: frozenset[str]) -> tuple[Path, dict[str, Any]]:
+    """The cached scale DB (bench/.data/) at the current schema revision; made when missing."""
+    stem = DATA / f"scale-{config.scale_users}u-{config.scale_tenants}t"
+    database, manifest_path = stem.with_suffix(".db"), stem.with_suffix(".json")
+    if manifest_path.exists() and database.exists():
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        if manifest.get("revision") == revision and manifest.get("bcrypt_rounds") == 12:
+            log(f"scale DB: reusing {database.relative_to(ROOT)}")
+            return database, manifest
+        log(f"scale DB: {database.name} is stale (schema {manifest.get('revision')}, now {revision})")
+    manifest_path.unlink(missing_ok=True)
+    partial = stem.with_suffix(".partial.db")
+    log(f"scale DB: generating {config.scale_users:,} users across {config.scale_tenants:,} tenants")
+    command = [
+        str(PROJECT_PYTHON),
+        str(BENCH / "gen_data.py"),
+        "--sqlite",
+        str(partial),
+        "--force",
+        "--users",
+        str(config.scale_users),
+        "--tenants",
+        str(config.scale_tenants),
+        "--manifest",
+        str(partial.with_suffix(".json")),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in names} | {"BCRYPT_ROUNDS": "12"}
+    subprocess.run(command, env=env, check=True)
+    partial.replace(database)
+    partial.with_suffix(".json").replace(manifest_path)  # last: marks the cache complete
+    return database, json.loads(manifest_path.read_text())
+
+
+Headers = Callable[[], dict[str, str]]
+
+
+def no_headers() -> dict[str, str]:
+    return {}
+
+
+@dataclass
+class Measure:
+    """One wrk target measured each round, with a single request to check it first."""
+
+    key: str
+    url: str
+    script: str | None = None
+    env: Headers = no_headers  # wrk's environment (the Lua scripts read credentials there)
+    headers: Headers = no_headers  # the same credentials, for the check
+
+    def check(self) -> None:
+        answer = httpx.get(self.url, headers=self.headers(), timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{self.key}: GET {self.url}: HTTP {answer.status_code}: {answer.text[:300]}")
+
+    def job(self, config: Config, seconds: int) -> WrkJob:
+        return WrkJob(
+            url=self.url,
+            connections=config.connections,
+            seconds=seconds,
+            cpus=config.client_cpus,
+            script=LUA / self.script if self.script else None,
+            env=self.env(),
+        )
+
+
+def saas_measures(prefix: str, account: SaasAccount, targets: tuple[str, ...]) -> list[Measure]:
+    measures = []
+    if "saas-bearer" in targets:
+        measures.append(
+            Measure(
+                f"{prefix}-bearer",
+                f"{account.tenant_url}/users/me",
+                "bearer.lua",
+                env=lambda: {"BENCH_TOKEN": account.token()},
+                headers=lambda: {"Authorization": f"Bearer {account.token()}"},
+            )
+        )
+    if "saas-api-key" in targets:
+        measures.append(
+            Measure(
+                f"{prefix}-api-key",
+                f"{account.tenant_url}/projects",
+                "api_key.lua",
+                env=lambda: {"BENCH_API_KEY": account.api_key},
+                headers=lambda: {"X-API-Key": account.api_key},
+            )
+        )
+    return measures
+
+
+# --- the login storm and the raw verify rate ------------------------------------------------
+
+
+def login_storm(account: SaasAccount, config: Config, seconds: int) -> tuple[WrkResult, WrkResult]:
+    """wrk on the token endpoint; meanwhile a light probe of GET /healthz on the same worker."""
+    storm = WrkJob(
+        url=f"{account.tenant_url}/auth/token",
+        connections=config.login_connections,
+        seconds=seconds,
+        cpus=config.client_cpus,
+        script=LUA / "password_grant.lua",
+        env={"BENCH_BODY": account.password_form()},
+        timeout_s=60,
+    )
+    probe = WrkJob(
+        url=f"{account.server.base_url}/healthz",
+        connections=1,
+        seconds=max(1, seconds - 1),
+        cpus=config.client_cpus,
+        script=LUA / "probe.lua",
+        env={"BENCH_PROBE_DELAY_MS": str(config.probe_delay_ms)},
+    )
+    storm_process = storm.start()
+    time.sleep(0.5)  # let the storm fill the hashing threads first
+    probe_result = probe.run()
+    return storm.finish(storm_process), probe_result
+
+
+def check_login(account: SaasAccount) -> None:
+    answer = httpx.post(
+        f"{account.tenant_url}/auth/token",
+        content=account.password_form(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    if answer.status_code != 200:
+        raise RuntimeError(f"password grant: HTTP {answer.status_code}: {answer.text[:300]}")
+
+
+def raw_verify_rate(config: Config, seconds: int) -> dict[str, Any]:
+    """bench/hash_rate.py pinned to the server's CPUs: the hash alone, no HTTP."""
+    command = [
+        "taskset",
+        "-c",
+        config.server_cpus,
+        str(PROJECT_PYTHON),
+        str(BENCH / "hash_rate.py"),
+        "--threads",
+        str(config.hash_threads),
+        "--seconds",
+        str(seconds),
+        "--json",
+    ]
+    env = {**os.environ, "BCRYPT_ROUNDS": "12", "PASSWORD_SCHEMES": "bcrypt_sha256"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def command_output(command: list[str]) -> str:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+
+
+def describe(config: Config, servers: list[Server], loads: list[str]) -> list[str]:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"]).strip() or "?"
+    dirty = command_output(["git", "status", "--porcelain", "--", "saas_app"]).splitlines()
+    wrk_version = command_output(["wrk", "--version"]).split(" [")[0]
+    stacks = []
+    for server in servers:
+        mods = server.loaded_modules()
+        loop = "uvloop" if mods["uvloop"] else "asyncio"
+        stacks.append(f"{server.name}: {loop}+{'httptools' if mods['httptools'] else 'h11'}")
+    return [
+        f"Mode: {'quick' if config.quick else 'full'}: {config.rounds} round(s) × {config.duration} s, "
+        f"{config.connections} connections; login storm {config.login_connections} connections × "
+        f"{config.login_duration} s; "
+        f"{config.warmup} s warm-up per target",
+        f"Code: commit {commit}"
+        + (f", with uncommitted changes in {len(dirty)} saas_app path(s)" if dirty else ""),
+        f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {wrk_version}",
+        f"Pinning: servers `taskset -c {config.server_cpus}`, wrk `taskset -c {config.client_cpus}` "
+        f"(`-t1 -c<N> -d<secs> --latency`); one uvicorn worker each ({', '.join(stacks)})",
+        "saas_app: SQLite (aiosqlite), ENV=dev, RATE_LIMITS_ENABLED=false, LOG_LEVEL=WARNING, "
+        f"BCRYPT_ROUNDS=12; FastAPI {metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}",
+        f"Load average (1/5/15 min) before the rounds: {loads[0]}; after: {loads[-1]}",
+    ]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Bench:
+    """One run: servers in a temporary directory, accounts, checks, warm-up, rounds."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.tmp = Path(tempfile.mkdtemp(prefix="saas-bench-"))
+        self.names = settings_names()
+        self.servers: list[Server] = []
+        self.measures: list[Measure] = []
+        self.results = Results()
+        self.saas: SaasAccount | None = None  # the login storm's account
+        self.loads: list[str] = []
+
+    def build(self) -> None:
+        """Creates the servers (not started yet), each on its own fresh database."""
+        config, tmp = self.config, self.tmp
+        if "bare" in config.targets:
+            bare = bare_server(tmp)
+            self.servers.append(bare)
+            self.measures.append(Measure("bare", f"{bare.base_url}/users/me"))
+        if "fastapi-users" in config.targets:
+            self.servers.append(peer_server(tmp))
+        saas_targets = {"saas-bearer", "saas-api-key", "saas-login"} & set(config.targets)
+        if saas_targets or config.scale:
+            (tmp / "saas_app").mkdir()
+            small_db = tmp / "saas_app" / "saas.db"
+            env = saas_env(small_db, self.names)
+            log("saas_app: python -m saas_app migrate (a fresh SQLite file)")
+            saas_migrate(env, tmp / "saas_app")
+            self.servers.append(saas_server("saas_app", tmp, env))
+        if config.scale:
+            scale_db, self.manifest = scale_database(config, head_revision(small_db), self.names)
+            (tmp / "saas_app-scale").mkdir()
+            copy = tmp / "saas_app-scale" / "saas.db"
+            log(f"scale DB: copying {scale_db.stat().st_size / 2**20:,.0f} MB for this run")
+            shutil.copyfile(scale_db, copy)
+            self.servers.append(saas_server("saas_app-scale", tmp, saas_env(copy, self.names)))
+
+    def server(self, name: str) -> Server:
+        return next(s for s in self.servers if s.name == name)
+
+    def start(self) -> None:
+        log(f"starting {len(self.servers)} server(s) on CPU {self.config.server_cpus}")
+        logs = self.tmp / "logs"
+        logs.mkdir()
+        for server in self.servers:
+            server.start(self.config.server_cpus, logs)
+        for server in self.servers:
+            server.wait_healthy()
+
+    def set_up_accounts(self) -> None:
+        log("setting up accounts through each server's HTTP API")
+        targets = self.config.targets
+        if "fastapi-users" in targets:
+            peer = PeerAccount(self.server("fastapi-users"))
+            peer.register()
+            self.measures.append(
+                Measure(
+                    "fastapi-users",
+                    f"{peer.server.base_url}/users/me",
+                    "bearer.lua",
+                    env=lambda: {"BENCH_TOKEN": peer.token()},
+                    headers=lambda: {"Authorization": f"Bearer {peer.token()}"},
+                )
+            )
+        if any(s.name == "saas_app" for s in self.servers):
+            saas = SaasAccount(self.server("saas_app"), slug="bench", email="owner@bench.example.com")
+            saas.create_tenant()
+            saas.create_api_key()
+            self.measures += saas_measures("saas", saas, targets)
+            if "saas-login" in targets:
+                self.saas = saas
+        if self.config.scale:
+            sample = self.manifest["sample"]
+            scale = SaasAccount(
+                self.server("saas_app-scale"),
+                slug=sample["slug"],
+                email=sample["email"],
+                password=self.manifest["password"],
+            )
+            scale.create_api_key()  # signs in as a generated owner: checks the generated hash
+            self.measures += saas_measures("scale", scale, targets)
+
+    def check_and_warm_up(self) -> None:
+        log("checking that every target answers 200 with its credentials")
+        for measure in self.measures:
+            measure.check()
+        if self.saas is not None:
+            check_login(self.saas)
+        log(f"warming up ({self.config.warmup} s each)")
+        for measure in self.measures:
+            measure.job(self.config, self.config.warmup).run()
+        if self.saas is not None:
+            login_storm(self.saas, self.config, max(2, self.config.warmup))
+
+    def measure_rounds(self) -> None:
+        config, results = self.config, self.results
+        self.loads.append(load_average())
+        for n in range(1, config.rounds + 1):
+            tag = f"round {n}/{config.rounds}"
+            for measure in self.measures:
+                r = measure.job(config, config.duration).run()
+                results.add(measure.key, r)
+                log(
+                    f"{tag} {measure.key}: {r.rps:,.1f} req/s, p50 {r.p50_ms:.2f} ms, "
+                    f"p99 {r.p99_ms:.2f} ms, errors {r.errors}"
+                )
+            if self.saas is not None:
+                storm, probe = login_storm(self.saas, config, config.login_duration)
+                results.add("saas-login", storm)
+                results.add("healthz-storm", probe)
+                log(
+                    f"{tag} login: {storm.steady_rps:.2f}/s ({storm.requests} in {storm.seconds:.0f} s, "
+                    f"errors {storm.errors}); "
+                    f"/healthz p99 {probe.p99_ms:.1f} ms"
+                )
+                rate = raw_verify_rate(config, config.login_duration)
+                results.hash.append(rate)
+                log(f"{tag} raw verify: {rate['per_second']:.2f}/s")
+        self.loads.append(load_average())
+        for server in self.servers:
+            results.memory_kb[server.name] = server.memory_kb()
+
+    def report(self) -> str:
+        meta = {
+            "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "quick": self.config.quick,
+            "server_cpus": self.config.server_cpus,
+            "hash_threads": self.config.hash_threads,
+            "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
+            "lines": describe(self.config, self.servers, self.loads),
+        }
+        report = render(self.results, meta, [k for k in ORDER if k in self.results.http])
+        write_results(self.config, report, self.results, meta)
+        return report
+
+    def close(self, failed: bool) -> None:
+        for server in self.servers:
+            server.stop()
+        if failed:
+            for server in self.servers:
+                if server.log_tail():
+                    log(f"{server.name} log ({server.log_path}):\n{server.log_tail()}")
+        if self.config.keep or failed:
+            log(f"kept {self.tmp} (databases and server logs)")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write_results(config: Config, report: str, results: Results, meta: dict[str, Any]) -> None:
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    config.output.write_text(report)
+    raw = {
+        "meta": meta,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "labels": LABELS,
+        "rounds": {key: [asdict(r) for r in rounds] for key, rounds in results.http.items()},
+        "raw_verify": results.hash,
+        "memory_kb": results.memory_kb,
+    }
+    config.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+
+
+def run(config: Config) -> str:
+    preflight(config)
+    bench = Bench(config)
+    failed = True
+    try:
+        bench.build()
+        bench.start()
+        bench.set_up_accounts()
+        bench.check_and_warm_up()
+        bench.measure_rounds()
+        report = bench.report()
+        failed = False
+        return report
+    finally:
+        bench.close(failed)
+
+
+def main() -> None:
+    config = parse_args()
+    # A plain `kill` should stop the servers too (they run in their own sessions).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    report = run(config)
+    print(report)
+    log(f"written to {config.output} (and {config.output.with_suffix('.json').name})")
+
+
+if __name__ == "__main__":
+    main()
