@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest migrate setup clean
+.PHONY: run test lint typecheck pytest fuzz migrate setup clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# `make fuzz`: the deep schemathesis profile (many more cases per operation, longer stateful
+# runs, more over HTTP); `make test` runs the bounded one. docs/security.md, "Hostile input".
+fuzz: $(STAMP)
+	FUZZ_PROFILE=deep $(BIN)/pytest tests/fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache saas_app.db saas_app.db-*

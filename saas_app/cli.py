@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging.config
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from saas_app.audit.service import Origin, Ref
 from saas_app.core.clock import SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import DomainError
+from saas_app.core.logging import server_log_config
 from saas_app.rbac import service as rbac
 from saas_app.rbac.permissions import BUILTIN_ROLES, CATALOGUE
 from saas_app.runtime import Runtime, close_runtime
@@ -34,14 +37,23 @@ def migrate(settings: Settings) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", settings.DATABASE_URL)
+    log_config = server_log_config(settings)
+    if log_config is not None:  # JSON logs: not alembic.ini's text layout
+        logging.config.dictConfig(log_config)
+        config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn  # noqa: PLC0415
+    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415
 
     if not args.no_migrate:
         migrate(settings)
+    # uvicorn drains in-flight requests on SIGTERM, then raises the signal again under the
+    # handler it found; with the default one the process dies by signal (exit -15) though
+    # the shutdown was clean. Exit 0 instead, as `--workers N` (uvicorn's supervisor) does.
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     uvicorn.run(
         "saas_app.main:app",
         host=args.host,
@@ -49,7 +61,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         workers=args.workers,
         proxy_headers=True,
         access_log=False,  # saas_app logs each request itself, without query strings
+        log_config=server_log_config(settings) or LOGGING_CONFIG,
     )
+
+
+def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def read_password(args: argparse.Namespace) -> str:

@@ -14,23 +14,19 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from saas_app.api_keys import service as api_keys
 from saas_app.audit.service import Origin, Ref
-from saas_app.auth.models import Session
-from saas_app.auth.sessions import is_live
+from saas_app.auth.sessions import SessionGrant, load_grant
 from saas_app.core.errors import DomainError, Forbidden, PermissionDenied, Unauthorized
 from saas_app.mfa import service as mfa
-from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import CATALOGUE
-from saas_app.runtime import ClientIPDep, NowDep, Runtime, RuntimeDep, SessionDep, client_ip
+from saas_app.runtime import ClientIPDep, NowDep, Runtime, RuntimeDep, SessionDep, ip_of
 from saas_app.security.tokens import InvalidToken
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
-from saas_app.users.models import User
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +97,32 @@ async def current_principal(
         raise Unauthorized() from None
     if claims.tid != tenant.id:
         raise Unauthorized()
-    # One query: the session is live, the user active, and their current roles.
-    stmt = (
-        select(Role.permissions)
-        .select_from(Session)
-        .join(User, User.id == Session.user_id)
-        .outerjoin(UserRole, UserRole.user_id == User.id)
-        .outerjoin(Role, Role.id == UserRole.role_id)
-        .where(
-            Session.id == claims.sid,
-            Session.tenant_id == tenant.id,
-            Session.user_id == claims.sub,
-            is_live(runtime.lifetimes, now),
-            User.is_active.is_(True),
-        )
-    )
-    rows = (await session.execute(stmt)).scalars().all()
-    if not rows:
+    grant = await _session_grant(session, runtime, tenant.id, claims.sid)
+    if grant is None or grant.user_id != claims.sub or not grant.is_live(runtime.lifetimes, now):
         raise Unauthorized()
-    held = frozenset(p for perms in rows if perms for p in perms)
     return Principal(
         tenant_id=tenant.id,
         tenant_slug=tenant.slug,
         user_id=claims.sub,
-        permissions=held & claims.scope,
+        permissions=grant.held & claims.scope,
         amr=claims.amr,
         session_id=claims.sid,
         auth_time=claims.auth_time,
     )
+
+
+async def _session_grant(
+    session: AsyncSession, runtime: Runtime, tenant_id: uuid.UUID, session_id: uuid.UUID
+) -> SessionGrant | None:
+    """The session's grant: from the read cache while the database is unchanged."""
+    version = runtime.cache.version()  # before the query: see ReadCache
+    cached = runtime.cache.get(("session", session_id), version)
+    if isinstance(cached, SessionGrant):
+        return cached
+    grant = await load_grant(session=session, tenant_id=tenant_id, session_id=session_id)
+    if grant is not None:
+        runtime.cache.put(("session", session_id), grant, version)
+    return grant
 
 
 async def key_principal(
@@ -141,33 +135,42 @@ async def key_principal(
 ) -> Principal:
     """An API key of this tenant, live, with its scopes clipped to its creator's rights."""
     auth, dead = await api_keys.authenticate(
-        session=session, box=runtime.box, tenant_id=tenant.id, presented=presented, now=now
+        session=session,
+        box=runtime.box,
+        cache=runtime.cache,
+        tenant_id=tenant.id,
+        presented=presented,
+        now=now,
     )
     if auth is None:
         if dead is not None:
-            runtime.key_usage.rejected(dead, client_ip(request), now)
+            runtime.key_usage.rejected(dead, ip_of(request), now)
         raise Unauthorized()
-    if auth.key.rate_limit:
-        await runtime.limiter.enforce("api_key", auth.key.rate_limit, str(auth.key.id))
-    runtime.key_usage.used(auth.key, now)
+    if auth.rate_limit:
+        await runtime.limiter.enforce("api_key", auth.rate_limit, str(auth.id))
+    runtime.key_usage.used(auth, now)
     return Principal(
         tenant_id=tenant.id,
         tenant_slug=tenant.slug,
         user_id=None,
-        permissions=auth.permissions,
+        permissions=auth.permissions or frozenset(),
         amr=("api_key",),
-        api_key_id=auth.key.id,
+        api_key_id=auth.id,
     )
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def human_principal(principal: CurrentPrincipal) -> Principal:
+def ensure_human(principal: Principal) -> Principal:
     """A signed-in user: API keys are refused (403) on personal routes."""
     if principal.user_id is None:
         raise HumanOnly()
     return principal
+
+
+async def human_principal(principal: CurrentPrincipal) -> Principal:
+    return ensure_human(principal)
 
 
 HumanPrincipal = Annotated[Principal, Depends(human_principal)]
@@ -219,7 +222,7 @@ async def enrolling_principal(
     requires MFA (accepted here and nowhere else)."""
     token = bearer_token(request)
     if not token or not token.startswith("mfa_"):
-        return human_principal(await current_principal(request, tenant, session, runtime, now))
+        return ensure_human(await current_principal(request, tenant, session, runtime, now))
     challenge = await mfa.find_challenge(
         session=session, tenant_id=tenant.id, token=token, purpose="enroll", now=now
     )
@@ -239,17 +242,17 @@ async def enrolling_principal(
 EnrollingPrincipal = Annotated[Principal, Depends(enrolling_principal)]
 
 
-def origin(principal: CurrentPrincipal, ip: ClientIPDep, now: NowDep) -> Origin:
+async def origin(principal: CurrentPrincipal, ip: ClientIPDep, now: NowDep) -> Origin:
     """The audit origin of an authenticated request."""
     return Origin(actor=principal.ref, ip=ip, now=now)
 
 
-def anonymous_origin(ip: ClientIPDep, now: NowDep) -> Origin:
+async def anonymous_origin(ip: ClientIPDep, now: NowDep) -> Origin:
     """The audit origin of an unauthenticated request (sign-up, login)."""
     return Origin(actor=None, ip=ip, now=now)
 
 
-def enrolling_origin(principal: EnrollingPrincipal, ip: ClientIPDep, now: NowDep) -> Origin:
+async def enrolling_origin(principal: EnrollingPrincipal, ip: ClientIPDep, now: NowDep) -> Origin:
     """The audit origin of an enrolment request (access token or enrol-only token)."""
     return Origin(actor=principal.ref, ip=ip, now=now)
 

@@ -18,6 +18,7 @@ from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import install_error_handlers
 from saas_app.core.http import BodyLimit, SecurityHeaders
 from saas_app.core.logging import RequestLogMiddleware, configure_logging
+from saas_app.core.openapi import EVERY_ROUTE, install_openapi
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
 from saas_app.mfa.router import admin_router as mfa_admin_router
@@ -54,7 +55,9 @@ def create_app(
         version="1.0.0",
         summary="Multi-tenant authentication: OAuth2 password flow, refresh rotation, RBAC.",
         lifespan=lifespan,
+        responses=EVERY_ROUTE,
     )
+    install_openapi(app)
     install_error_handlers(app)
     app.add_exception_handler(OAuthError, oauth_error_handler)
     for router in (

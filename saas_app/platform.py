@@ -11,6 +11,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from saas_app.core.errors import problem
+from saas_app.core.openapi import Problem
 from saas_app.runtime import RuntimeDep
 
 router = APIRouter(tags=["platform"])
@@ -24,7 +25,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is down"}})
+@router.get("/readyz", responses={503: {"model": Problem, "description": "A dependency is down"}})
 async def readyz(runtime: RuntimeDep) -> Response:
     """The database (and Redis, when configured) answer."""
     down = []

@@ -19,6 +19,7 @@ from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
 from saas_app.core.db import create_engine, create_session_factory
 from saas_app.core.ratelimit import RateLimiter
+from saas_app.core.readcache import ReadCache, data_version_for
 from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
 from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
@@ -42,6 +43,7 @@ class Runtime:
     signed: SignedValues
     http: httpx.AsyncClient  # outbound calls (GitHub), with timeouts; closed at shutdown
     key_usage: UsageRecorder
+    cache: ReadCache
 
     @classmethod
     def build(
@@ -74,28 +76,42 @@ class Runtime:
                 follow_redirects=False,
             ),
             key_usage=UsageRecorder(write_session_factory),
+            cache=ReadCache(data_version_for(settings)),
         )
 
 
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.key_usage.drain()
+    runtime.cache.close()
     await runtime.http.aclose()
     await runtime.engine.dispose()
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def` even when they only read a value: FastAPI runs plain `def`
+# dependencies in a worker thread, a hand-off that costs more than the whole lookup.
+
+
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_now(runtime: Annotated[Runtime, Depends(get_runtime)]) -> datetime:
+def ip_of(request: Request) -> str:
+    """The socket peer; uvicorn's --proxy-headers has already applied trusted X-Forwarded-For."""
+    return request.client.host if request.client else "unknown"
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+async def get_now(runtime: Annotated[Runtime, Depends(get_runtime)]) -> datetime:
     """The request's "now", read once so every check in a request agrees."""
     return runtime.clock.now()
 
 
-def client_ip(request: Request) -> str:
-    """The socket peer; uvicorn's --proxy-headers has already applied trusted X-Forwarded-For."""
-    return request.client.host if request.client else "unknown"
+async def client_ip(request: Request) -> str:
+    return ip_of(request)
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -119,7 +135,7 @@ async def _transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
 
 async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's session: a writer's (BEGIN IMMEDIATE on SQLite) unless the method is safe."""
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     safe = request.method in SAFE_METHODS
     async with _transaction(runtime.session_factory if safe else runtime.write_session_factory) as session:
         yield session
@@ -127,7 +143,7 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 
 async def write_unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """For the few safe-method routes that write (GitHub's callback is a GET)."""
-    async with _transaction(get_runtime(request).write_session_factory) as session:
+    async with _transaction(runtime_of(request).write_session_factory) as session:
         yield session
 
 

@@ -9,12 +9,16 @@ from fastapi import APIRouter, Depends, Response
 from saas_app.api_keys import service
 from saas_app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from saas_app.auth.errors import NO_STORE
+from saas_app.core.openapi import AUTHENTICATED
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import CurrentPrincipal, OriginDep, require
 from saas_app.runtime import RuntimeDep, SessionDep
 
 router = APIRouter(
-    prefix="/t/{tenant}/api-keys", tags=["api-keys"], dependencies=[Depends(require("api_keys:manage"))]
+    prefix="/t/{tenant}/api-keys",
+    tags=["api-keys"],
+    dependencies=[Depends(require("api_keys:manage"))],
+    responses=AUTHENTICATED,
 )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +24,7 @@ from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
 from saas_app.core.errors import NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.core.readcache import ReadCache
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import ordered
@@ -40,14 +41,6 @@ DUMMY_HASH = "0" * 64
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
     title = "API key not found"
-
-
-@dataclass(frozen=True, slots=True)
-class KeyAuth:
-    """A key that authenticated, and what it may do right now."""
-
-    key: ApiKey
-    permissions: frozenset[str]
 
 
 async def create_key(
@@ -136,44 +129,92 @@ async def revoke_key(
     )
 
 
-async def authenticate(
-    *, session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID, presented: str, now: datetime
-) -> tuple[KeyAuth | None, ApiKey | None]:
-    """Returns (the authenticated key, None), or (None, the key row if it was a dead key)."""
-    parts = key_format.parse(presented)
-    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == parts.prefix)) if parts else None
-    secret = parts.secret if parts else presented
-    expected = key.secret_hash if key else DUMMY_HASH
-    # Compare every candidate digest (no short-circuit), so every path does equal work.
-    results = [same(digest, expected) for digest in box.keyed_digests(secret)]
-    matches = any(results)
-    if key is None or not matches or key.tenant_id != tenant_id:
-        return None, None
-    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-        return None, key
-    permissions = await _effective_permissions(session, key)
-    if permissions is None:
-        return None, key
-    return KeyAuth(key=key, permissions=permissions), None
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What authenticating a key needs, read in one query (and cached while unchanged)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    prefix: str
+    secret_hash: str
+    rate_limit: str | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    # Scopes clipped to the creator's current permissions; None when the creator is gone.
+    permissions: frozenset[str] | None
+
+    def is_live(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
-async def _effective_permissions(session: AsyncSession, key: ApiKey) -> frozenset[str] | None:
-    """A key's scopes, clipped to what its creator may do now (None: the creator is gone)."""
+# The key, its creator's activity and the creator's roles, in one statement built once.
+KEY_QUERY = (
+    select(ApiKey, User.is_active, Role.permissions)
+    .outerjoin(User, (User.id == ApiKey.created_by) & (User.tenant_id == ApiKey.tenant_id))
+    .outerjoin(UserRole, UserRole.user_id == User.id)
+    .outerjoin(Role, Role.id == UserRole.role_id)
+    .where(ApiKey.prefix == bindparam("prefix"))
+)
+
+
+async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None:
+    rows = (await session.execute(KEY_QUERY, {"prefix": prefix})).all()
+    if not rows:
+        return None
+    key: ApiKey = rows[0][0]
     scopes = frozenset(key.scopes)
     if key.created_by is None:
-        return scopes
-    stmt = (
-        select(User.is_active, Role.permissions)
-        .select_from(User)
-        .outerjoin(UserRole, UserRole.user_id == User.id)
-        .outerjoin(Role, Role.id == UserRole.role_id)
-        .where(User.id == key.created_by, User.tenant_id == key.tenant_id)
+        permissions: frozenset[str] | None = scopes  # made by the CLI: exactly its scopes
+    elif not rows[0].is_active:
+        permissions = None  # the creator is deactivated or gone
+    else:
+        permissions = scopes & frozenset(p for row in rows if row.permissions for p in row.permissions)
+    return KeyRecord(
+        id=key.id,
+        tenant_id=key.tenant_id,
+        prefix=key.prefix,
+        secret_hash=key.secret_hash,
+        rate_limit=key.rate_limit,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        last_used_at=key.last_used_at,
+        permissions=permissions,
     )
-    rows = (await session.execute(stmt)).all()
-    if not rows or not rows[0].is_active:
-        return None
-    held = frozenset(p for row in rows if row.permissions for p in row.permissions)
-    return scopes & held
+
+
+async def authenticate(
+    *,
+    session: AsyncSession,
+    box: SecretBox,
+    cache: ReadCache,
+    tenant_id: uuid.UUID,
+    presented: str,
+    now: datetime,
+) -> tuple[KeyRecord | None, KeyRecord | None]:
+    """Returns (the authenticated key, None), or (None, the key if it was a dead one)."""
+    parts = key_format.parse(presented)
+    record = await _record(session, cache, parts.prefix) if parts else None
+    secret = parts.secret if parts else presented
+    expected = record.secret_hash if record else DUMMY_HASH
+    # Compare every candidate digest (no short-circuit), so every path does equal work.
+    results = [same(digest, expected) for digest in box.keyed_digests(secret)]
+    if record is None or not any(results) or record.tenant_id != tenant_id:
+        return None, None
+    if not record.is_live(now) or record.permissions is None:
+        return None, record
+    return record, None
+
+
+async def _record(session: AsyncSession, cache: ReadCache, prefix: str) -> KeyRecord | None:
+    version = cache.version()  # before the query: see ReadCache
+    cached = cache.get(("api_key", prefix), version)
+    if isinstance(cached, KeyRecord):
+        return cached
+    record = await load_record(session=session, prefix=prefix)
+    if record is not None:
+        cache.put(("api_key", prefix), record, version)
+    return record
 
 
 Work = Callable[[AsyncSession], Awaitable[object]]
@@ -198,7 +239,7 @@ class UsageRecorder:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def used(self, key: ApiKey, now: datetime) -> None:
+    def used(self, key: KeyRecord, now: datetime) -> None:
         if not _due(self._touched, key.id) or (
             key.last_used_at is not None and key.last_used_at > now - TOUCH_INTERVAL
         ):
@@ -213,7 +254,7 @@ class UsageRecorder:
         )
         self._spawn(lambda session: session.execute(stmt))
 
-    def rejected(self, key: ApiKey, ip: str | None, now: datetime) -> None:
+    def rejected(self, key: KeyRecord, ip: str | None, now: datetime) -> None:
         if not _due(self._rejected, key.id):
             return
         reason = "revoked" if key.revoked_at is not None else "expired_or_creator_gone"

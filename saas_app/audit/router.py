@@ -11,11 +11,12 @@ from pydantic import BaseModel
 
 from saas_app.audit import service
 from saas_app.audit.models import AuditEvent
+from saas_app.core.openapi import AUTHENTICATED
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import Principal, require
 from saas_app.runtime import SessionDep
 
-router = APIRouter(prefix="/t/{tenant}/audit-events", tags=["audit"])
+router = APIRouter(prefix="/t/{tenant}/audit-events", tags=["audit"], responses=AUTHENTICATED)
 
 
 class RefRead(BaseModel):

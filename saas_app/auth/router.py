@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.datastructures import FormData
 
 from saas_app.abuse import per_ip_limit
 from saas_app.auth import service
 from saas_app.auth.errors import NO_STORE, InvalidRequest, SlowDown, UnsupportedGrantType
 from saas_app.core.errors import RateLimited
+from saas_app.core.openapi import AUTHENTICATED, TENANT, oauth_errors, problems
 from saas_app.guards import AnonymousOriginDep, HumanPrincipal, OriginDep
 from saas_app.runtime import ClientIPDep, RuntimeDep, SessionDep
 from saas_app.tenancy.deps import TenantDep
 from saas_app.users.schemas import Credentials, UserRead
 
-router = APIRouter(prefix="/t/{tenant}/auth", tags=["auth"])
+router = APIRouter(prefix="/t/{tenant}/auth", tags=["auth"], responses=TENANT)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_FIELD = 4096
 # grant_type -> the form field carrying the second factor (and the service argument).
@@ -51,6 +53,18 @@ TOKEN_FORM = _form_body(
     },
     ["grant_type"],
 )
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1 successful token response."""
+
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    refresh_token: str
+    scope: str
+
+
 REVOKE_FORM = _form_body({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
@@ -80,7 +94,10 @@ def field(form: dict[str, str], name: str) -> str:
 
 
 @router.post(
-    "/register", status_code=201, dependencies=[Depends(per_ip_limit("register", "REGISTER_RATE_LIMIT"))]
+    "/register",
+    status_code=201,
+    dependencies=[Depends(per_ip_limit("register", "REGISTER_RATE_LIMIT"))],
+    responses=problems(403, 409, 429),
 )
 async def register(
     body: Credentials, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
@@ -98,7 +115,12 @@ async def register(
     return UserRead.of(user, roles)
 
 
-@router.post("/token", openapi_extra=TOKEN_FORM, responses={200: {"description": "Token response"}})
+@router.post(
+    "/token",
+    openapi_extra=TOKEN_FORM,
+    # 403 is `mfa_required` / `mfa_enrollment_required` (with an `mfa_token`); 429 is `slow_down`.
+    responses={200: {"model": TokenResponse}, **oauth_errors(400, 403, 429)},
+)
 async def token(
     request: Request,
     tenant: TenantDep,
@@ -153,7 +175,7 @@ async def token(
     return JSONResponse(grant.body(), headers=NO_STORE)
 
 
-@router.post("/revoke", openapi_extra=REVOKE_FORM)
+@router.post("/revoke", openapi_extra=REVOKE_FORM, response_class=Response, responses=oauth_errors(400))
 async def revoke(
     request: Request, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
 ) -> Response:
@@ -170,7 +192,7 @@ async def revoke(
     return Response(status_code=200, headers=NO_STORE)
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, responses=AUTHENTICATED)
 async def logout(principal: HumanPrincipal, session: SessionDep, origin: OriginDep) -> Response:
     """Ends the caller's session: its refresh and access tokens stop working at once."""
     if principal.session_id is not None:

@@ -11,18 +11,35 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth.models import RefreshToken, Session
 from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.rbac.models import Role, UserRole
 from saas_app.security.opaque import digest, new_refresh_token
+from saas_app.users.models import User
 
 
 @dataclass(frozen=True, slots=True)
 class Lifetimes:
     absolute: timedelta
     idle: timedelta
+
+
+# Built once: constructing a statement costs more than running it on a warm cache.
+GRANT_QUERY = (
+    select(Session.user_id, Session.expires_at, Session.last_used_at, Role.permissions)
+    .join(User, User.id == Session.user_id)
+    .outerjoin(UserRole, UserRole.user_id == User.id)
+    .outerjoin(Role, Role.id == UserRole.role_id)
+    .where(
+        Session.id == bindparam("sid"),
+        Session.tenant_id == bindparam("tid"),
+        Session.revoked_at.is_(None),
+        User.is_active.is_(True),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +54,36 @@ class Rotation:
     login: Session | None
     new_token: str | None = None
     failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionGrant:
+    """What a session's access tokens may rely on: an unrevoked session of an active user
+    and that user's current permissions. The time checks are left to `is_live`, so a
+    cached grant still expires on time."""
+
+    user_id: uuid.UUID
+    expires_at: datetime
+    last_used_at: datetime
+    held: frozenset[str]
+
+    def is_live(self, lifetimes: Lifetimes, now: datetime) -> bool:
+        return self.expires_at > now and self.last_used_at > now - lifetimes.idle
+
+
+async def load_grant(
+    *, session: AsyncSession, tenant_id: uuid.UUID, session_id: uuid.UUID
+) -> SessionGrant | None:
+    """One query: the session unrevoked, its user active, and the user's current roles."""
+    rows = (await session.execute(GRANT_QUERY, {"sid": session_id, "tid": tenant_id})).all()
+    if not rows:
+        return None
+    return SessionGrant(
+        user_id=rows[0].user_id,
+        expires_at=rows[0].expires_at,
+        last_used_at=rows[0].last_used_at,
+        held=frozenset(p for row in rows if row.permissions for p in row.permissions),
+    )
 
 
 def is_live(lifetimes: Lifetimes, now: datetime) -> ColumnElement[bool]:

@@ -92,12 +92,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "")
-        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+        if mode != "NONE":
+            connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
 def create_session_factory(
     engine: AsyncEngine, *, for_writes: bool = False
 ) -> async_sessionmaker[AsyncSession]:
-    """Sessions for reads, or for requests that write: on SQLite those BEGIN IMMEDIATE."""
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if for_writes else engine
+    """Sessions for requests that write (on SQLite: BEGIN IMMEDIATE), or for reads.
+
+    SQLite reads run without BEGIN: each statement reads its own snapshot, as under
+    PostgreSQL's READ COMMITTED, and a read-only request saves two round trips.
+    """
+    bind = engine.execution_options(sqlite_begin="IMMEDIATE" if for_writes else "NONE")
     return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("saas_app.errors")
@@ -161,12 +162,40 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"))
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, code, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route that matched the path only;
+        # RFC 9110 §15.5.6 wants every method the resource supports.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem(exc.status_code, code, detail, headers=headers)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route fully matches at this request's path."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+# SQLSTATE classes meaning "the database cannot serve anyone right now" (PostgreSQL docs,
+# Appendix A): 08 connection exception, 53 insufficient resources, 57P operator intervention
+# (57P01 admin_shutdown, 57P03 cannot_connect_now: "the database system is shutting down /
+# starting up", which asyncpg raises while connecting, as a plain DBAPIError).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    lost_connection = isinstance(exc, OperationalError | PoolTimeout | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    lost_connection = (
+        isinstance(exc, OperationalError | PoolTimeout | OSError)
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
     )
     if not lost_connection:
         return await _unexpected(request, exc)

@@ -17,7 +17,8 @@ from saas_app.core.config import Settings
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 access_logger = logging.getLogger("saas_app.access")
-RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# color_message: uvicorn's ANSI-coloured copy of its message, passed as an extra.
+RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JSONFormatter(logging.Formatter):
@@ -53,6 +54,28 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.LOG_LEVEL.upper())
     root.propagate = False
+
+
+def server_log_config(settings: Settings) -> dict[str, Any] | None:
+    """A logging.config.dictConfig for the server's own loggers (uvicorn's, Alembic's) in
+    the app's format when it is JSON, so that every line the process writes is one JSON
+    object. None for text: uvicorn and Alembic keep their own layouts."""
+    if settings.LOG_FORMAT != "json":
+        return None
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "saas_app.core.logging.JSONFormatter"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "alembic": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 class RequestLogMiddleware:

@@ -52,7 +52,7 @@ def decode_cursor(cursor: str) -> Keyset:
         ) from exc
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> PageParams:

@@ -13,6 +13,8 @@ from saas_app.auth import login_codes
 from saas_app.auth import service as auth
 from saas_app.auth.errors import NO_STORE, MfaRequired
 from saas_app.auth.issuance import open_session
+from saas_app.core.errors import PROBLEM_JSON
+from saas_app.core.openapi import AUTHENTICATED, REF, OAuthErrorBody, Problem, problems
 from saas_app.github import service
 from saas_app.github.client import GitHubProfile
 from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, human_principal
@@ -22,9 +24,13 @@ from saas_app.tenancy.deps import TenantDep
 from saas_app.users import service as users
 from saas_app.users.router import describe
 
-router = APIRouter(prefix="/t/{tenant}/auth/github", tags=["github"])
+# 404 also when GitHub sign-in is not configured; 400 for a `redirect_uri` not allowed.
+router = APIRouter(prefix="/t/{tenant}/auth/github", tags=["github"], responses=problems(400, 404))
 link_router = APIRouter(
-    prefix="/t/{tenant}/users/me/identities/github", tags=["me"], dependencies=[Depends(human_principal)]
+    prefix="/t/{tenant}/users/me/identities/github",
+    tags=["me"],
+    dependencies=[Depends(human_principal)],
+    responses={**AUTHENTICATED, **problems(409)},
 )
 COOKIE = "saas_app_github"
 RedirectParam = Annotated[str | None, Query(max_length=2048)]
@@ -96,7 +102,18 @@ async def unlink(principal: CurrentPrincipal, session: SessionDep, origin: Origi
     return Response(status_code=204)
 
 
-@router.get("/callback", responses={302: {"description": "Back to the client's redirect_uri"}})
+@router.get(
+    "/callback",
+    responses={
+        302: {"description": "Back to the client's redirect_uri"},
+        # 403: `signup_closed` / `account_disabled` problems, or the `mfa_required` OAuth error.
+        403: {
+            "model": OAuthErrorBody,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": f"{REF}{Problem.__name__}"}}},
+        },
+        **problems(409, 502),
+    },
+)
 async def callback(
     request: Request,
     tenant: TenantDep,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from saas_app.audit.service import Origin
 from saas_app.auth import service as auth
 from saas_app.core.errors import Conflict, Forbidden
+from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.guards import (
     CurrentPrincipal,
     EnrollingOriginDep,
@@ -28,8 +29,11 @@ from saas_app.tenancy.deps import TenantDep
 from saas_app.users import service as users
 from saas_app.users.models import User
 
-me_router = APIRouter(prefix="/t/{tenant}/users/me/mfa", tags=["mfa"])
-admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"])
+# 400 `invalid_code` / `invalid_password`; 409 when MFA is (not) on or (not) pending.
+me_router = APIRouter(
+    prefix="/t/{tenant}/users/me/mfa", tags=["mfa"], responses={**AUTHENTICATED, **problems(400, 409)}
+)
+admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"], responses=AUTHENTICATED)
 REAUTHENTICATION_WINDOW = timedelta(minutes=10)
 
 

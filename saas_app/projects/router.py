@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi.exceptions import RequestValidationError
 
+from saas_app.core.openapi import AUTHENTICATED
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import Principal, require
 from saas_app.projects import service
 from saas_app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 from saas_app.runtime import NowDep, SessionDep
 
-router = APIRouter(prefix="/t/{tenant}/projects", tags=["projects"])
+router = APIRouter(prefix="/t/{tenant}/projects", tags=["projects"], responses=AUTHENTICATED)
 Reader = Annotated[Principal, Depends(require("projects:read"))]
 Writer = Annotated[Principal, Depends(require("projects:write"))]
 

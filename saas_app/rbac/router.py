@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
+from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import CurrentPrincipal, OriginDep, require
 from saas_app.rbac import service
 from saas_app.rbac.schemas import RoleCreate, RoleName, RoleRead, RoleUpdate
 from saas_app.runtime import SessionDep
 
-router = APIRouter(prefix="/t/{tenant}/roles", tags=["roles"])
+router = APIRouter(prefix="/t/{tenant}/roles", tags=["roles"], responses=AUTHENTICATED)
 manage = [Depends(require("roles:manage"))]
 
 
@@ -21,7 +22,7 @@ async def list_roles(principal: CurrentPrincipal, session: SessionDep, page: Pag
     return Page(items=[RoleRead.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, dependencies=manage)
+@router.post("", status_code=201, dependencies=manage, responses=problems(409))
 async def create_role(
     body: RoleCreate, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
 ) -> RoleRead:
@@ -37,7 +38,7 @@ async def create_role(
     return RoleRead.of(role)
 
 
-@router.patch("/{name}", dependencies=manage)
+@router.patch("/{name}", dependencies=manage, responses=problems(409))
 async def update_role(
     name: RoleName, body: RoleUpdate, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
 ) -> RoleRead:
@@ -53,7 +54,7 @@ async def update_role(
     return RoleRead.of(role)
 
 
-@router.delete("/{name}", status_code=204, dependencies=manage)
+@router.delete("/{name}", status_code=204, dependencies=manage, responses=problems(409))
 async def delete_role(
     name: RoleName, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
 ) -> Response:

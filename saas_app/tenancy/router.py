@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from saas_app.abuse import per_ip_limit
+from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, ensure_second_factor, require
 from saas_app.runtime import RuntimeDep, SessionDep
 from saas_app.tenancy import service
@@ -16,7 +17,10 @@ router = APIRouter(tags=["tenants"])
 
 
 @router.post(
-    "/tenants", status_code=201, dependencies=[Depends(per_ip_limit("tenants", "REGISTER_RATE_LIMIT"))]
+    "/tenants",
+    status_code=201,
+    dependencies=[Depends(per_ip_limit("tenants", "REGISTER_RATE_LIMIT"))],
+    responses=problems(403, 409, 429),
 )
 async def create_tenant(
     body: TenantCreate, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
@@ -39,13 +43,13 @@ async def create_tenant(
     )
 
 
-@router.get("/t/{tenant}")
+@router.get("/t/{tenant}", responses=AUTHENTICATED)
 async def read_tenant(tenant: TenantDep, principal: CurrentPrincipal) -> TenantRead:
     """Returns the tenant (any member)."""
     return TenantRead.model_validate(tenant, from_attributes=True)
 
 
-@router.patch("/t/{tenant}", dependencies=[Depends(require("tenant:manage"))])
+@router.patch("/t/{tenant}", dependencies=[Depends(require("tenant:manage"))], responses=AUTHENTICATED)
 async def update_tenant(
     body: TenantUpdate,
     tenant: TenantDep,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from saas_app.auth import service as auth
 from saas_app.auth import sessions
 from saas_app.core.errors import NotFound
+from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import CurrentPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
@@ -27,8 +28,13 @@ from saas_app.users.schemas import (
 )
 
 # Personal routes: a signed-in user only, never an API key.
-me_router = APIRouter(prefix="/t/{tenant}/users/me", tags=["me"], dependencies=[Depends(human_principal)])
-admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"])
+me_router = APIRouter(
+    prefix="/t/{tenant}/users/me",
+    tags=["me"],
+    dependencies=[Depends(human_principal)],
+    responses=AUTHENTICATED,
+)
+admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"], responses=AUTHENTICATED)
 
 
 class SessionNotFound(NotFound):
@@ -55,9 +61,15 @@ def _me(principal: Principal) -> uuid.UUID:
 
 
 @me_router.get("")
-async def read_me(principal: CurrentPrincipal, session: SessionDep) -> UserRead:
+async def read_me(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep) -> UserRead:
     """Returns the signed-in user."""
-    return await _read(session, principal, _me(principal))
+    version = runtime.cache.version()  # before the query: see ReadCache
+    cached = runtime.cache.get(("me", principal.user_id), version)
+    if isinstance(cached, UserRead):
+        return cached
+    read = await _read(session, principal, _me(principal))
+    runtime.cache.put(("me", principal.user_id), read, version)
+    return read
 
 
 @me_router.patch("")
@@ -69,7 +81,7 @@ async def update_me(body: ProfileUpdate, principal: CurrentPrincipal, session: S
     return await _read(session, principal, user.id)
 
 
-@me_router.post("/password", status_code=204)
+@me_router.post("/password", status_code=204, responses=problems(400))
 async def change_password(
     body: PasswordChange,
     principal: CurrentPrincipal,
@@ -158,7 +170,7 @@ async def read_user(user_id: uuid.UUID, principal: CurrentPrincipal, session: Se
     return await _read(session, principal, user_id)
 
 
-@admin_router.patch("/{user_id}", dependencies=[Depends(require("users:manage"))])
+@admin_router.patch("/{user_id}", dependencies=[Depends(require("users:manage"))], responses=problems(409))
 async def update_user(
     user_id: uuid.UUID,
     body: ActivationUpdate,
@@ -174,7 +186,9 @@ async def update_user(
     return await _read(session, principal, user.id)
 
 
-@admin_router.put("/{user_id}/roles", dependencies=[Depends(require("roles:manage"))])
+@admin_router.put(
+    "/{user_id}/roles", dependencies=[Depends(require("roles:manage"))], responses=problems(409)
+)
 async def set_roles(
     user_id: uuid.UUID, body: RolesUpdate, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
 ) -> UserRead:

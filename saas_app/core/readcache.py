@@ -1,0 +1,108 @@
+"""A read-through cache that is exact: an entry is used only while the database has not
+changed at all since it was read.
+
+On SQLite, `PRAGMA data_version` on a connection of our own changes whenever any other
+connection, in this process or another worker, commits a change to the file. Reading it
+costs microseconds and no thread hand-off, so the authenticated hot path (who is this
+token's session, what may they do) needs no query while nothing changes, and sees any
+role change, revocation or deactivation, from any worker, on the very next request.
+Where no such signal exists (PostgreSQL), `version()` is None and nothing is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Hashable
+from typing import Protocol
+
+from sqlalchemy.engine import make_url
+
+from saas_app.core.config import Settings
+
+logger = logging.getLogger("saas_app.readcache")
+MAX_ENTRIES = 50_000
+
+
+class DataVersion(Protocol):
+    def current(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class NoDataVersion:
+    """No change signal: every read goes to the database."""
+
+    def current(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class SqliteDataVersion:
+    """`PRAGMA data_version` of a read-only connection that never writes, so every commit
+    by anyone moves it (SQLite docs, "PRAGMA data_version")."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._connection: sqlite3.Connection | None = None
+
+    def current(self) -> int | None:
+        try:
+            if self._connection is None:
+                self._connection = sqlite3.connect(
+                    f"file:{self._path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+            row = self._connection.execute("PRAGMA data_version").fetchone()
+            return int(row[0])
+        except sqlite3.Error as exc:  # no file yet, or unreadable: do not cache
+            logger.debug("data_version unavailable: %s", exc)
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def data_version_for(settings: Settings) -> DataVersion:
+    url = make_url(settings.DATABASE_URL)
+    if settings.is_sqlite and url.database and url.database != ":memory:":
+        return SqliteDataVersion(url.database)
+    return NoDataVersion()
+
+
+class ReadCache:
+    """Values read from the database, valid for one data version. Read the version
+    *before* the query whose result you cache: a commit racing the query then only makes
+    the entry look older than it is, never newer."""
+
+    def __init__(self, data_version: DataVersion) -> None:
+        self._data_version = data_version
+        self._version: int | None = None
+        self._entries: dict[Hashable, object] = {}
+
+    def version(self) -> int | None:
+        """The database's current version; entries of older versions are dropped."""
+        current = self._data_version.current()
+        if current != self._version:
+            self._entries.clear()
+            self._version = current
+        return current
+
+    def get(self, key: Hashable, version: int | None) -> object | None:
+        if version is None or version != self._version:
+            return None
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, value: object, version: int | None) -> None:
+        if version is None or version != self._version:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = value
+
+    def close(self) -> None:
+        self._data_version.close()

@@ -1,0 +1,109 @@
+"""The hot-path read cache is exact: any change, made by any worker, shows on the next
+request. Two apps on one database stand for two workers (each has its own cache)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from saas_app.core.config import Settings
+from saas_app.core.readcache import NoDataVersion, ReadCache
+from tests.conftest import ON_POSTGRES
+from tests.factories import add_member, create_api_key, create_tenant
+
+
+@pytest.fixture
+async def workers(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(make_client(make_settings()))
+        second = await stack.enter_async_context(make_client(make_settings()))
+        yield first, second
+
+
+async def test_a_demotion_through_another_worker_applies_on_the_next_request(
+    workers: tuple[AsyncClient, AsyncClient],
+) -> None:
+    first, second = workers
+    tenant = await create_tenant(first)
+    member = await add_member(first, tenant)
+    for _ in range(3):  # warm the first worker's cache
+        assert (
+            await first.post(tenant.path("/projects"), json={"name": "p"}, headers=member.headers)
+        ).status_code == 201
+    demoted = await second.put(
+        tenant.path(f"/users/{member.id}/roles"), json={"roles": ["viewer"]}, headers=tenant.owner.headers
+    )
+    assert demoted.status_code == 200
+    refused = await first.post(tenant.path("/projects"), json={"name": "p"}, headers=member.headers)
+    assert refused.status_code == 403
+    me = await first.get(tenant.path("/users/me"), headers=member.headers)
+    assert me.json()["roles"] == ["viewer"]
+
+
+async def test_a_logout_through_another_worker_ends_the_session_everywhere(
+    workers: tuple[AsyncClient, AsyncClient],
+) -> None:
+    first, second = workers
+    tenant = await create_tenant(first)
+    assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
+    assert (await second.post(tenant.path("/auth/logout"), headers=tenant.owner.headers)).status_code == 204
+    assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 401
+
+
+async def test_a_key_revoked_through_another_worker_stops_at_once(
+    workers: tuple[AsyncClient, AsyncClient],
+) -> None:
+    first, second = workers
+    tenant = await create_tenant(first)
+    key = await create_api_key(first, tenant, "projects:read")
+    assert (await first.get(tenant.path("/projects"), headers=key.headers)).status_code == 200
+    revoked = await second.delete(tenant.path(f"/api-keys/{key.id}"), headers=tenant.owner.headers)
+    assert revoked.status_code == 204
+    assert (await first.get(tenant.path("/projects"), headers=key.headers)).status_code == 401
+
+
+async def test_a_profile_change_shows_in_users_me_of_every_worker(
+    workers: tuple[AsyncClient, AsyncClient],
+) -> None:
+    first, second = workers
+    tenant = await create_tenant(first)
+    assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).json()[
+        "full_name"
+    ] == "Owner"
+    renamed = await second.patch(
+        tenant.path("/users/me"), json={"full_name": "Ada"}, headers=tenant.owner.headers
+    )
+    assert renamed.status_code == 200
+    assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).json()[
+        "full_name"
+    ] == "Ada"
+
+
+async def test_the_cache_serves_repeat_reads_while_nothing_changes(client: AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
+    await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
+    version = cache.version()
+    if ON_POSTGRES:
+        assert version is None  # no change signal: nothing is cached
+        return
+    assert cache.get(("me", _uuid(tenant.owner.id)), version) is not None
+
+
+def test_without_a_change_signal_nothing_is_cached() -> None:
+    cache = ReadCache(NoDataVersion())
+    version = cache.version()
+    cache.put("k", "v", version)
+    assert cache.get("k", version) is None
+
+
+def _uuid(value: str) -> Any:
+    import uuid  # noqa: PLC0415
+
+    return uuid.UUID(value)
