@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData
 
 from saas_app.abuse import per_ip_limit
-from saas_app.auth import service
+from saas_app.auth import second_step, service
 from saas_app.auth.errors import NO_STORE, InvalidRequest, SlowDown, UnsupportedGrantType
 from saas_app.core.errors import RateLimited
 from saas_app.core.openapi import AUTHENTICATED, TENANT, oauth_errors, problems
@@ -157,12 +157,12 @@ async def token(
             origin=origin,
         )
     elif grant_type == "authorization_code":
-        grant = await service.login_code_grant(
+        grant = await second_step.login_code_grant(
             session=session, runtime=runtime, tenant=tenant, code=field(form, "code"), origin=origin
         )
     elif grant_type in SECOND_FACTOR_GRANTS:
         proof = SECOND_FACTOR_GRANTS[grant_type]
-        grant = await service.second_factor_grant(
+        grant = await second_step.second_factor_grant(
             session=session,
             runtime=runtime,
             tenant=tenant,

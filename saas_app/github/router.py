@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from saas_app.audit.service import Origin
 from saas_app.auth import login_codes
-from saas_app.auth import service as auth
 from saas_app.auth.errors import NO_STORE, MfaRequired
 from saas_app.auth.issuance import open_session
+from saas_app.auth.second_step import second_step
 from saas_app.core.errors import PROBLEM_JSON
 from saas_app.core.openapi import AUTHENTICATED, REF, OAuthErrorBody, Problem, problems
 from saas_app.github import service
@@ -166,7 +166,7 @@ async def _signed_in(
         session=session, runtime=runtime, tenant=tenant, profile=profile, origin=origin
     )
     user_agent = request.headers.get("user-agent")
-    pending = await auth.second_step(
+    pending = await second_step(
         session=session,
         tenant=tenant,
         user=user,
