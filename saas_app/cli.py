@@ -9,6 +9,8 @@ import logging.config
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from saas_app import housekeeping
@@ -69,6 +71,16 @@ def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+@asynccontextmanager
+async def operator_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, Origin]]:
+    """The app's runtime for one CLI command, acting as "system" in the audit trail."""
+    runtime = Runtime.build(settings, SystemClock())
+    try:
+        yield runtime, Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+    finally:
+        await close_runtime(runtime)
+
+
 def read_password(args: argparse.Namespace) -> str:
     """From --password-stdin, $SAAS_APP_PASSWORD or a prompt; never from argv (ps shows it)."""
     if args.password_stdin:
@@ -82,9 +94,7 @@ def read_password(args: argparse.Namespace) -> str:
 
 
 async def create_tenant(args: argparse.Namespace, settings: Settings) -> None:
-    runtime = Runtime.build(settings, SystemClock())
-    try:
-        origin = Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+    async with operator_runtime(settings) as (runtime, origin):
         password_hash = await runtime.hasher.hash(read_password(args))
         async with runtime.write_session_factory() as session, session.begin():
             tenant, owner, _ = await tenancy.create_tenant(
@@ -97,14 +107,10 @@ async def create_tenant(args: argparse.Namespace, settings: Settings) -> None:
                 origin=origin,
             )
         print(f"tenant {tenant.slug} {tenant.id}; owner {owner.email} {owner.id}")
-    finally:
-        await close_runtime(runtime)
 
 
 async def create_user(args: argparse.Namespace, settings: Settings) -> None:
-    runtime = Runtime.build(settings, SystemClock())
-    try:
-        origin = Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+    async with operator_runtime(settings) as (runtime, origin):
         password_hash = await runtime.hasher.hash(read_password(args))
         async with runtime.write_session_factory() as session, session.begin():
             tenant = await tenancy.get_by_slug(session=session, slug=args.tenant)
@@ -122,14 +128,10 @@ async def create_user(args: argparse.Namespace, settings: Settings) -> None:
                 origin=origin,
             )
         print(f"user {user.email} {user.id} roles {','.join(r.name for r in roles)}")
-    finally:
-        await close_runtime(runtime)
 
 
 async def create_api_key(args: argparse.Namespace, settings: Settings) -> None:
-    runtime = Runtime.build(settings, SystemClock())
-    try:
-        origin = Origin(actor=CLI_ACTOR, ip=None, now=runtime.clock.now())
+    async with operator_runtime(settings) as (runtime, origin):
         scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
         unknown = set(scopes) - CATALOGUE
         if unknown or not scopes:
@@ -150,20 +152,15 @@ async def create_api_key(args: argparse.Namespace, settings: Settings) -> None:
             )
         print(f"api key {key.id} sk_{key.prefix} scopes {','.join(key.scopes)}", file=sys.stderr)
         print(full_key)  # alone on stdout, for scripts: KEY=$(python -m saas_app create-api-key ...)
-    finally:
-        await close_runtime(runtime)
 
 
 async def purge_expired(settings: Settings) -> None:
-    runtime = Runtime.build(settings, SystemClock())
-    try:
+    async with operator_runtime(settings) as (runtime, _):
         async with runtime.write_session_factory() as session, session.begin():
             counts = await housekeeping.purge_expired(
                 session=session, now=runtime.clock.now(), idle=runtime.lifetimes.idle
             )
         print(" ".join(f"{table}={n}" for table, n in counts.items()))
-    finally:
-        await close_runtime(runtime)
 
 
 def parser() -> argparse.ArgumentParser:
