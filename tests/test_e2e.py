@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,64 +10,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, ROOT, TEST_JWT_SECRET
+from tests.conftest import REDIS_URL
+from tests.servers import running_server
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e password that is long enough"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[str]:
     """Starts the real server (migrations included) and yields its base URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENV": "test",
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_JWT_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "RATE_LIMIT_KEY_PREFIX": f"e2e-{uuid.uuid4().hex}",
-        "PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    if REDIS_URL:
-        env["REDIS_URL"] = REDIS_URL
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "saas_app", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_ready(base, process)
+    env = {"DATABASE_URL": database_url, **({"REDIS_URL": REDIS_URL} if REDIS_URL else {})}
+    with running_server(env, tmp_path / "server.log") as (base, _pid):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
-
-
-def _wait_until_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become ready in 30 s")
 
 
 def test_signup_login_refresh_projects_logout(server: str) -> None:

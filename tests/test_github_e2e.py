@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REDIS_URL, ROOT, TEST_JWT_SECRET
 from tests.fake_github import FakeGitHub, s256, serve_in_thread
 from tests.github_helpers import CLIENT_ID, CLIENT_SECRET, COOKIE, REDIRECT, claims, query
-from tests.test_e2e import _wait_until_ready, free_port
+from tests.servers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e password that is long enough"
@@ -65,7 +65,7 @@ def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_until_ready(server, process)
+            wait_until_ready(server, process)
             yield Deployment(server, github, fake)
         finally:
             process.terminate()

@@ -33,7 +33,7 @@ from tests.fuzz.conftest import (
     check_no_access_without_credential,
 )
 from tests.fuzz.test_openapi_fuzz import CHECKS, CONFIG
-from tests.test_e2e import _wait_until_ready, free_port
+from tests.servers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ def fuzz_server(database_url: str, world: World, fuzz_settings: Settings, tmp_pa
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_ready(base, process)
+            wait_until_ready(base, process)
             yield base
         finally:
             process.terminate()

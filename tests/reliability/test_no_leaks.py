@@ -31,8 +31,7 @@ import pytest
 from tests.conftest import TEST_JWT_SECRET
 from tests.fake_github import FakeGitHub, serve_in_thread
 from tests.github_helpers import CLIENT_ID, CLIENT_SECRET, COOKIE, REDIRECT, query
-from tests.reliability.test_workers import running_server
-from tests.test_e2e import free_port
+from tests.servers import free_port, running_server
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "ünïcode owner pass phrase 🔑 & more"
