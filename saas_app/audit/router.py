@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from saas_app.audit import service
 from saas_app.audit.models import AuditEvent
+from saas_app.core.http import NO_NUL
 from saas_app.core.openapi import AUTHENTICATED
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import Principal, require
@@ -51,7 +52,7 @@ async def list_events(
     principal: Annotated[Principal, Depends(require("audit:read"))],
     session: SessionDep,
     page: PageDep,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> Page[AuditEventRead]:
     """Lists audit events, newest first, optionally of one action."""
     rows, next_cursor = await service.list_events(

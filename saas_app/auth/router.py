@@ -13,6 +13,7 @@ from saas_app.abuse import per_ip_limit
 from saas_app.auth import second_step, service
 from saas_app.auth.errors import NO_STORE, InvalidRequest, SlowDown, UnsupportedGrantType
 from saas_app.core.errors import RateLimited
+from saas_app.core.http import has_nul, user_agent
 from saas_app.core.openapi import AUTHENTICATED, TENANT, oauth_errors, problems
 from saas_app.guards import AnonymousOriginDep, HumanPrincipal, OriginDep
 from saas_app.runtime import ClientIPDep, RuntimeDep, SessionDep
@@ -79,9 +80,10 @@ async def read_form(request: Request) -> dict[str, str]:
         raise InvalidRequest("Malformed form body.") from exc
     values: dict[str, str] = {}
     for key, value in form.multi_items():
-        # RFC 6749 §3.2: parameters must not be included more than once.
-        if key in values or not isinstance(value, str) or len(value) > MAX_FIELD:
-            raise InvalidRequest(f"Parameter {key!r} is repeated, not text or too long.")
+        # RFC 6749 §3.2: parameters must not be included more than once; Appendix A: no
+        # parameter may contain NUL.
+        if key in values or not isinstance(value, str) or len(value) > MAX_FIELD or has_nul(value):
+            raise InvalidRequest(f"Parameter {key[:40]!r} is repeated, not text, too long or has a NUL.")
         values[key] = value
     return values
 
@@ -144,7 +146,7 @@ async def token(
             username=field(form, "username"),
             password=field(form, "password"),
             scope=form.get("scope"),
-            user_agent=request.headers.get("user-agent"),
+            user_agent=user_agent(request),
             origin=origin,
         )
     elif grant_type == "refresh_token":

@@ -188,6 +188,10 @@ def allowed_methods(request: Request) -> list[str]:
 # (57P01 admin_shutdown, 57P03 cannot_connect_now: "the database system is shutting down /
 # starting up", which asyncpg raises while connecting, as a plain DBAPIError).
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# Class 22, data exception: a value the database refuses to store (a NUL in text on
+# PostgreSQL, an out-of-range number). The input is at fault: 422, never a 500. Routes
+# validate such input first; this is the net under them.
+DATA_EXCEPTION = "22"
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
@@ -197,6 +201,11 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
         or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
     )
+    if sqlstate.startswith(DATA_EXCEPTION):
+        logger.warning("database refused a value: sqlstate %s", sqlstate)
+        return problem(
+            422, "validation_error", "The request contains a value that cannot be stored.", errors=[]
+        )
     if not lost_connection:
         return await _unexpected(request, exc)
     logger.error("database unavailable: %s", type(exc).__name__)

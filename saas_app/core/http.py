@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import json
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# PostgreSQL cannot store U+0000 in text (SQLite can): input carrying it is refused everywhere
+# (422, or `invalid_request` on the OAuth endpoints) rather than failing in the database.
+NUL = "\x00"
+NO_NUL = r"^[^\x00]*$"  # `pattern=` for text query parameters
+
+
+def has_nul(value: object) -> bool:
+    """Whether a text value, or any text in a list of them, contains NUL."""
+    if isinstance(value, str):
+        return NUL in value
+    return isinstance(value, list) and any(has_nul(item) for item in value)
+
+
+def user_agent(request: Request) -> str | None:
+    """The request's User-Agent as kept with a session (it is informational: NULs are dropped)."""
+    value = request.headers.get("user-agent")
+    return None if value is None else value.replace(NUL, "")
+
 
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 

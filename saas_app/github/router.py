@@ -14,6 +14,7 @@ from saas_app.auth.errors import NO_STORE, MfaRequired
 from saas_app.auth.issuance import open_session
 from saas_app.auth.second_step import second_step
 from saas_app.core.errors import PROBLEM_JSON
+from saas_app.core.http import user_agent as request_user_agent
 from saas_app.core.openapi import AUTHENTICATED, REF, OAuthErrorBody, Problem, problems
 from saas_app.github import service
 from saas_app.github.client import GitHubProfile
@@ -34,7 +35,10 @@ link_router = APIRouter(
 )
 COOKIE = "saas_app_github"
 RedirectParam = Annotated[str | None, Query(max_length=2048)]
-CallbackParam = Annotated[str | None, Query(max_length=4096)]
+# The state carries the flow (redirect_uri included); GitHub's code and error are short. Bounded
+# so the worst-case URL stays under the 64 KiB request line uvicorn accepts.
+StateParam = Annotated[str | None, Query(max_length=4096)]
+CallbackParam = Annotated[str | None, Query(max_length=256)]
 
 
 def _with_cookie(response: Response, runtime: Runtime, tenant: TenantInfo, verifier: str) -> Response:
@@ -121,7 +125,7 @@ async def callback(
     runtime: RuntimeDep,
     origin: AnonymousOriginDep,
     code: CallbackParam = None,
-    state: CallbackParam = None,
+    state: StateParam = None,
     error: CallbackParam = None,
 ) -> Response:
     """GitHub's redirect back: exchange the code, then sign in, link or create the user."""
@@ -165,7 +169,7 @@ async def _signed_in(
     user = await service.sign_in(
         session=session, runtime=runtime, tenant=tenant, profile=profile, origin=origin
     )
-    user_agent = request.headers.get("user-agent")
+    user_agent = request_user_agent(request)
     pending = await second_step(
         session=session,
         tenant=tenant,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from saas_app.auth import service as auth
 from saas_app.auth import sessions
 from saas_app.core.errors import NotFound
+from saas_app.core.http import NO_NUL
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import CurrentPrincipal, OriginDep, Principal, human_principal, require
@@ -155,7 +156,7 @@ async def list_users(
     principal: CurrentPrincipal,
     session: SessionDep,
     page: PageDep,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> Page[UserRead]:
     """Lists the tenant's users, optionally filtered by e-mail or name."""
     rows, next_cursor = await service.list_users(

@@ -5,6 +5,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from saas_app.core.http import has_nul
 from saas_app.rbac.models import Role
 from saas_app.rbac.permissions import ordered
 from saas_app.rbac.service import permissions_of
@@ -15,7 +16,17 @@ FullName = Field(default=None, max_length=200)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown fields, no coercion (`1` is not a boolean, `"5"` not a number),
+    no NUL in text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if has_nul(value):
+            raise ValueError("Text must not contain NUL (U+0000) characters.")
+        return value
 
 
 def check_password(value: str) -> str:

@@ -22,8 +22,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 from schemathesis.core.parameters import ParameterLocation
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from saas_app.core.config import Settings
+from saas_app.models import Base
 from tests.factories import add_member, create_api_key, create_tenant, login
 
 PROFILE = os.environ.get("FUZZ_PROFILE", "bounded")
@@ -32,7 +36,8 @@ if PROFILE not in {"bounded", "deep"}:
 DEEP = PROFILE == "deep"
 
 # Hypothesis profiles for the fuzz tests only (applied per test, never loaded globally).
-# The bounded one is derandomized, so `make test` sends the same cases on every run.
+# The bounded one is derandomized (and the schema seeded), so `make test` sends much the same
+# cases each run; schemathesis still steers by what the app answers.
 _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much]
 settings.register_profile(
     "fuzz-bounded", max_examples=12, deadline=None, derandomize=True, suppress_health_check=_QUIET
@@ -87,6 +92,19 @@ class World:
 @pytest.fixture
 def fuzz_settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(**fuzz_overrides())
+
+
+async def empty_database(url: str) -> None:
+    """Deletes every row (the schema stays): a stateful scenario starts from nothing."""
+    engine = create_async_engine(url, poolclass=NullPool)
+    async with engine.begin() as connection:
+        if url.startswith("postgresql"):
+            tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+            await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                await connection.execute(table.delete())
+    await engine.dispose()
 
 
 @pytest.fixture
