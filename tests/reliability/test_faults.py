@@ -46,7 +46,7 @@ from saas_app.auth.models import Session
 from tests.conftest import ON_POSTGRES, ROOT, TEST_JWT_SECRET
 from tests.fake_github import FakeGitHub, serve_in_thread
 from tests.github_helpers import CLIENT_ID, CLIENT_SECRET, COOKIE, REDIRECT
-from tests.test_e2e import free_port
+from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
