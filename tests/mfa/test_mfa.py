@@ -22,15 +22,13 @@ from tests.factories import (
     Member,
     TenantCtx,
     add_member,
-    create_tenant,
     enable_mfa,
     login,
     mfa_challenge,
     token,
 )
+from tests.mfa.helpers import TOTP, assert_problem
 
-PROBLEM = "application/problem+json"
-TOTP = "/users/me/mfa/totp"
 CONFIRM = "/users/me/mfa/totp/confirm"
 WRONG_PASSWORD = "not the right passphrase"
 # 31 unambiguous characters; 12 of them carry 12 * log2(31) ≈ 59 bits.
@@ -69,11 +67,6 @@ class MfaUser:
 
 
 @pytest.fixture
-async def tenant(client: AsyncClient) -> TenantCtx:
-    return await create_tenant(client)
-
-
-@pytest.fixture
 async def mfa_user(client: AsyncClient, tenant: TenantCtx, clock: FrozenClock) -> MfaUser:
     return MfaUser(client, tenant, await enable_mfa(client, tenant, tenant.owner, clock))
 
@@ -102,12 +95,6 @@ async def mfa_enabled(client: AsyncClient, tenant: TenantCtx) -> bool:
     assert response.status_code == 200, response.text
     enabled: bool = response.json()["mfa_enabled"]
     return enabled
-
-
-def assert_problem(response: Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["code"] == code
 
 
 def assert_invalid_grant(response: Response) -> None:

@@ -5,13 +5,11 @@ is 502 `github_unavailable`. Never a 500, never a user, identity, session or log
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from saas_app.core.clock import FrozenClock
-from saas_app.core.config import Settings
 from tests.factories import TenantCtx, create_tenant
 from tests.fake_github import CODE_TTL_SECONDS, Account, Endpoint, FakeGitHub, serve_in_thread
 from tests.github_helpers import (
@@ -22,32 +20,9 @@ from tests.github_helpers import (
     add_account,
     assert_problem,
     assert_tokens,
-    env_factory,
-    new_fake,
 )
 
 TIMEOUT_SECONDS = 0.5
-
-
-@pytest.fixture
-def fake() -> FakeGitHub:
-    return new_fake()
-
-
-@pytest.fixture
-def make_env(make_settings: Callable[..., Settings], clock: FrozenClock, fake: FakeGitHub) -> EnvFactory:
-    return env_factory(make_settings, clock, fake)
-
-
-@pytest.fixture
-async def env(make_env: EnvFactory) -> AsyncIterator[GitHubEnv]:
-    async with make_env() as env:
-        yield env
-
-
-@pytest.fixture
-async def tenant(env: GitHubEnv) -> TenantCtx:
-    return await create_tenant(env.client)
 
 
 @pytest.fixture

@@ -19,47 +19,17 @@ from tests.factories import (
     Member,
     TenantCtx,
     add_member,
-    create_tenant,
     enable_mfa,
     mfa_challenge,
     token,
 )
+from tests.mfa.helpers import TOTP, assert_problem, mfa_enabled, password_grant
 
-PROBLEM = "application/problem+json"
-TOTP = "/users/me/mfa/totp"
 NEW_PASSWORD = "a brand new passphrase"
-
-
-@pytest.fixture
-async def tenant(client: AsyncClient) -> TenantCtx:
-    return await create_tenant(client)
-
-
-@pytest.fixture
-async def authenticator(client: AsyncClient, tenant: TenantCtx, clock: FrozenClock) -> Authenticator:
-    """The owner's authenticator: MFA is on for the tenant's owner."""
-    return await enable_mfa(client, tenant, tenant.owner, clock)
-
-
-def assert_problem(response: Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["code"] == code
-
-
-async def mfa_enabled(client: AsyncClient, tenant: TenantCtx, user_id: str) -> bool:
-    response = await client.get(tenant.path(f"/users/{user_id}"), headers=tenant.owner.headers)
-    assert response.status_code == 200, response.text
-    enabled: bool = response.json()["mfa_enabled"]
-    return enabled
 
 
 async def disable(client: AsyncClient, tenant: TenantCtx, member: Member, body: dict[str, str]) -> Response:
     return await client.request("DELETE", tenant.path(TOTP), json=body, headers=member.headers)
-
-
-async def password_grant(client: AsyncClient, tenant: TenantCtx, email: str, password: str) -> Response:
-    return await token(client, tenant.slug, grant_type="password", username=email, password=password)
 
 
 async def recovery_login(client: AsyncClient, tenant: TenantCtx, email: str, code: str) -> Response:

@@ -21,14 +21,8 @@ from saas_app.mfa.models import MfaChallenge, RecoveryCode
 from saas_app.security import totp
 from saas_app.security.crypto import SecretBox
 from saas_app.users.models import User
-from tests.factories import Authenticator, TenantCtx, create_tenant, enable_mfa, mfa_challenge, token
-
-TOTP = "/users/me/mfa/totp"
-
-
-@pytest.fixture
-async def tenant(client: AsyncClient) -> TenantCtx:
-    return await create_tenant(client)
+from tests.factories import Authenticator, TenantCtx, enable_mfa, mfa_challenge, token
+from tests.mfa.helpers import TOTP
 
 
 @pytest.fixture

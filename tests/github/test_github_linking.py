@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-
-import pytest
 from httpx import Response
 
-from saas_app.core.clock import FrozenClock
-from saas_app.core.config import Settings
 from tests.factories import Member, TenantCtx, add_member, create_tenant
-from tests.fake_github import Account, FakeGitHub
+from tests.fake_github import Account
 from tests.github_helpers import (
     COOKIE,
     GITHUB,
     PUBLIC_URL,
     REDIRECT,
-    EnvFactory,
     GitHubEnv,
     add_account,
     as_member,
@@ -26,32 +20,11 @@ from tests.github_helpers import (
     audit_events,
     claims,
     cookie_attributes,
-    env_factory,
     me,
-    new_fake,
     query,
 )
 
 IDENTITY = "/users/me/identities/github"
-
-
-@pytest.fixture
-def fake() -> FakeGitHub:
-    return new_fake()
-
-
-@pytest.fixture
-async def env(
-    make_settings: Callable[..., Settings], clock: FrozenClock, fake: FakeGitHub
-) -> AsyncIterator[GitHubEnv]:
-    make: EnvFactory = env_factory(make_settings, clock, fake)
-    async with make() as env:
-        yield env
-
-
-@pytest.fixture
-async def tenant(env: GitHubEnv) -> TenantCtx:
-    return await create_tenant(env.client)
 
 
 async def start_link(

@@ -7,13 +7,12 @@ GitHub's failures in test_github_faults.py. The fake GitHub is tests/fake_github
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from saas_app.core.clock import FrozenClock
-from saas_app.core.config import Settings
 from tests.factories import (
     DEFAULT_PASSWORD,
     TenantCtx,
@@ -23,7 +22,7 @@ from tests.factories import (
     login_with_otp,
     token,
 )
-from tests.fake_github import Email, FakeGitHub, s256
+from tests.fake_github import Email, s256
 from tests.github_helpers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -40,33 +39,9 @@ from tests.github_helpers import (
     audit_events,
     claims,
     cookie_attributes,
-    env_factory,
     me,
-    new_fake,
     query,
 )
-
-
-@pytest.fixture
-def fake() -> FakeGitHub:
-    return new_fake()
-
-
-@pytest.fixture
-def make_env(make_settings: Callable[..., Settings], clock: FrozenClock, fake: FakeGitHub) -> EnvFactory:
-    return env_factory(make_settings, clock, fake)
-
-
-@pytest.fixture
-async def env(make_env: EnvFactory) -> AsyncIterator[GitHubEnv]:
-    async with make_env() as env:
-        yield env
-
-
-@pytest.fixture
-async def tenant(env: GitHubEnv) -> TenantCtx:
-    return await create_tenant(env.client)
-
 
 # -- authorize ------------------------------------------------------------------------------
 

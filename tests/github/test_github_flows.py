@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -15,43 +15,20 @@ import pytest
 from httpx import Response
 
 from saas_app.core.clock import FrozenClock
-from saas_app.core.config import Settings
 from tests.factories import TenantCtx, create_tenant, token
 from tests.fake_github import Account, FakeGitHub, s256
 from tests.github_helpers import (
     COOKIE,
     REDIRECT,
     REDIRECT_WITH_QUERY,
-    EnvFactory,
     GitHubEnv,
     add_account,
     assert_problem,
     assert_tokens,
     claims,
-    env_factory,
     me,
-    new_fake,
     query,
 )
-
-
-@pytest.fixture
-def fake() -> FakeGitHub:
-    return new_fake()
-
-
-@pytest.fixture
-async def env(
-    make_settings: Callable[..., Settings], clock: FrozenClock, fake: FakeGitHub
-) -> AsyncIterator[GitHubEnv]:
-    make: EnvFactory = env_factory(make_settings, clock, fake)
-    async with make() as env:
-        yield env
-
-
-@pytest.fixture
-async def tenant(env: GitHubEnv) -> TenantCtx:
-    return await create_tenant(env.client)
 
 
 @pytest.fixture
