@@ -16,8 +16,8 @@ from saas_app.auth.router import router as auth_router
 from saas_app.core.clock import Clock, SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import install_error_handlers
-from saas_app.core.http import BodyLimit, SecurityHeaders
-from saas_app.core.logging import RequestLogMiddleware, configure_logging
+from saas_app.core.http import HttpEdge
+from saas_app.core.logging import configure_logging
 from saas_app.core.openapi import EVERY_ROUTE, install_openapi
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
@@ -60,16 +60,19 @@ def create_app(
     install_openapi(app)
     install_error_handlers(app)
     app.add_exception_handler(OAuthError, oauth_error_handler)
+    # Routes are matched in order, one regular expression at a time: the most requested
+    # come first. Order matters for correctness in one place only: me_router before
+    # admin_router, or /users/me would match /users/{user_id}.
     for router in (
+        me_router,
+        projects_router,
+        auth_router,
         platform_router,
         tenancy_router,
-        auth_router,
         mfa_me_router,
-        me_router,  # before admin_router: /users/me must not match /users/{user_id}
         admin_router,
         mfa_admin_router,
         roles_router,
-        projects_router,
         audit_router,
         github_router,
         github_link_router,
@@ -84,9 +87,12 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.MAX_BODY_BYTES)
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, 413s included
+    app.add_middleware(  # outermost: sees every answer, refusals of oversized input included
+        HttpEdge,
+        max_body_bytes=settings.MAX_BODY_BYTES,
+        max_header_bytes=settings.MAX_HEADER_BYTES,
+        max_url_bytes=settings.MAX_URL_BYTES,
+    )
     return app
 
 

@@ -105,9 +105,19 @@ async def get_runtime(request: Request) -> Runtime:
     return runtime_of(request)
 
 
-async def get_now(runtime: Annotated[Runtime, Depends(get_runtime)]) -> datetime:
+NOW = "saas_app.now"  # where the request's "now" is kept in the ASGI scope
+
+
+def now_of(request: Request) -> datetime:
     """The request's "now", read once so every check in a request agrees."""
-    return runtime.clock.now()
+    now: datetime | None = request.scope.get(NOW)
+    if now is None:
+        now = request.scope[NOW] = runtime_of(request).clock.now()
+    return now
+
+
+async def get_now(request: Request) -> datetime:
+    return now_of(request)
 
 
 async def client_ip(request: Request) -> str:

@@ -93,3 +93,16 @@ def _log_once_it_contains(path: Path, needle: str) -> str:
             assert needle in text
             return text
         time.sleep(0.05)
+
+
+def test_oversized_requests_are_refused_by_the_app_not_the_parser(server: str) -> None:
+    """uvicorn's parser takes up to 64 KiB of request line and more of headers: the app's
+    own limits answer first, as problems (RFC 6585 §5, RFC 9110 §15.5.15)."""
+    with httpx.Client(base_url=server, timeout=10) as http:
+        headers = http.get("/t/any/users/me", headers={"Authorization": "Bearer " + "a" * 40_000})
+        assert headers.status_code == 431
+        assert headers.headers["content-type"] == "application/problem+json"
+        url = http.get("/t/any/projects", params={"cursor": "a" * 20_000})
+        assert url.status_code == 414
+        assert url.json()["code"] == "uri_too_long"
+        assert http.get("/healthz").status_code == 200  # the server is unharmed

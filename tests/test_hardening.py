@@ -86,3 +86,29 @@ async def test_redis_down_can_be_configured_to_fail_closed(make_settings: Callab
     )
     with pytest.raises(ServiceUnavailable):
         await RateLimiter(settings).hit("bucket", "3/minute", "k")
+
+
+async def test_oversized_headers_are_431_before_routing(client: AsyncClient) -> None:
+    # RFC 6585 §5. The bearer header of a real client is a few hundred bytes; 16 KiB is a lot.
+    response = await client.get("/t/any/users/me", headers={"Authorization": "Bearer " + "a" * 20_000})
+    assert response.status_code == 431
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "headers_too_large"
+    assert response.headers["x-request-id"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_headers_under_the_limit_pass(client: AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"X-Padding": "a" * 12_000})
+    assert response.status_code == 200
+
+
+async def test_a_long_request_target_is_414(client: AsyncClient) -> None:
+    response = await client.get("/t/any/projects", params={"cursor": "a" * 9_000})
+    assert response.status_code == 414
+    assert response.json()["code"] == "uri_too_long"
+
+
+async def test_a_malformed_content_length_is_413(client: AsyncClient) -> None:
+    response = await client.post("/tenants", content=b"{}", headers={"Content-Length": "12x"})
+    assert response.status_code == 413

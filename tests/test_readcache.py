@@ -107,3 +107,34 @@ def _uuid(value: str) -> Any:
     import uuid  # noqa: PLC0415
 
     return uuid.UUID(value)
+
+
+async def test_a_project_created_through_another_worker_is_listed_at_once(
+    workers: tuple[AsyncClient, AsyncClient],
+) -> None:
+    first, second = workers
+    tenant = await create_tenant(first)
+    key = await create_api_key(first, tenant, "projects:read")
+    for headers in (key.headers, tenant.owner.headers):  # warm both callers' views of the list
+        assert (await first.get(tenant.path("/projects"), headers=headers)).json()["items"] == []
+    created = await second.post(
+        tenant.path("/projects"), json={"name": "Apollo"}, headers=tenant.owner.headers
+    )
+    assert created.status_code == 201
+    for headers in (key.headers, tenant.owner.headers):
+        listed = await first.get(tenant.path("/projects"), headers=headers)
+        assert [p["name"] for p in listed.json()["items"]] == ["Apollo"]
+
+
+async def test_one_tenants_cached_list_is_never_another_tenants(client: AsyncClient) -> None:
+    first = await create_tenant(client)
+    second = await create_tenant(client)
+    assert (
+        await client.post(first.path("/projects"), json={"name": "Mine"}, headers=first.owner.headers)
+    ).status_code == 201
+    assert [
+        p["name"]
+        for p in (await client.get(first.path("/projects"), headers=first.owner.headers)).json()["items"]
+    ] == ["Mine"]
+    other = await client.get(second.path("/projects"), headers=second.owner.headers)
+    assert other.json()["items"] == []

@@ -24,7 +24,7 @@ from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
 from saas_app.core.errors import NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
-from saas_app.core.readcache import ReadCache
+from saas_app.core.readcache import ReadCache, read_through
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import ordered
@@ -185,7 +185,7 @@ async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None
 
 async def authenticate(
     *,
-    session: AsyncSession,
+    factory: async_sessionmaker[AsyncSession],
     box: SecretBox,
     cache: ReadCache,
     tenant_id: uuid.UUID,
@@ -194,7 +194,12 @@ async def authenticate(
 ) -> tuple[KeyRecord | None, KeyRecord | None]:
     """Returns (the authenticated key, None), or (None, the key if it was a dead one)."""
     parts = key_format.parse(presented)
-    record = await _record(session, cache, parts.prefix) if parts else None
+    record = None
+    if parts is not None:
+        prefix = parts.prefix
+        record = await read_through(
+            cache, factory, ("api_key", prefix), KeyRecord, lambda s: load_record(session=s, prefix=prefix)
+        )
     secret = parts.secret if parts else presented
     expected = record.secret_hash if record else DUMMY_HASH
     # Compare every candidate digest (no short-circuit), so every path does equal work.
@@ -204,17 +209,6 @@ async def authenticate(
     if not record.is_live(now) or record.permissions is None:
         return None, record
     return record, None
-
-
-async def _record(session: AsyncSession, cache: ReadCache, prefix: str) -> KeyRecord | None:
-    version = cache.version()  # before the query: see ReadCache
-    cached = cache.get(("api_key", prefix), version)
-    if isinstance(cached, KeyRecord):
-        return cached
-    record = await load_record(session=session, prefix=prefix)
-    if record is not None:
-        cache.put(("api_key", prefix), record, version)
-    return record
 
 
 Work = Callable[[AsyncSession], Awaitable[object]]

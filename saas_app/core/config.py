@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     RATE_LIMIT_KEY_PREFIX: str = "saas_app"
 
     MAX_BODY_BYTES: int = Field(default=65_536, ge=1024)
+    MAX_HEADER_BYTES: int = Field(default=16_384, ge=4096)
+    MAX_URL_BYTES: int = Field(default=8_192, ge=1024)
 
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"

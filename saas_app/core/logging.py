@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from saas_app.core.config import Settings
 
@@ -78,47 +78,26 @@ def server_log_config(settings: Settings) -> dict[str, Any] | None:
     }
 
 
-class RequestLogMiddleware:
-    """Echoes/assigns X-Request-ID and logs method, route template, status and duration."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = scope.get("route")
-            access_logger.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": getattr(route, "path", "<unmatched>"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "tenant": scope.get("path_params", {}).get("tenant"),
-                    "request_id": request_id,
-                },
-            )
+def log_request(scope: Scope, status: int, started: float, request_id: str) -> None:
+    """One access-log line: method, route template (never the raw path or query), status."""
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    route = scope.get("route")
+    access_logger.info(
+        "request",
+        extra={
+            "method": scope["method"],
+            "path": getattr(route, "path", "<unmatched>"),
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "tenant": scope.get("path_params", {}).get("tenant"),
+            "request_id": request_id,
+        },
+    )
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is safe to echo, else a new one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Hashable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from saas_app.core.config import Settings
 
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
+T = TypeVar("T")
 
 
 class DataVersion(Protocol):
@@ -106,3 +108,23 @@ class ReadCache:
 
     def close(self) -> None:
         self._data_version.close()
+
+
+async def read_through(
+    cache: ReadCache,
+    factory: async_sessionmaker[AsyncSession],
+    key: Hashable,
+    kind: type[T],
+    load: Callable[[AsyncSession], Awaitable[T | None]],
+) -> T | None:
+    """The cached value of `key`, else `load` it in a read session of its own (opened only
+    on a miss, so a hit costs no connection) and cache it. None results are not cached."""
+    version = cache.version()  # before the query: see ReadCache
+    cached = cache.get(key, version)
+    if isinstance(cached, kind):
+        return cached
+    async with factory() as session:
+        value = await load(session)
+    if value is not None:
+        cache.put(key, value, version)
+    return value

@@ -5,15 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.core.openapi import AUTHENTICATED
 from saas_app.core.pagination import Page, PageDep
+from saas_app.core.readcache import read_through
 from saas_app.guards import Principal, require
 from saas_app.projects import service
 from saas_app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
-from saas_app.runtime import NowDep, SessionDep
+from saas_app.runtime import NowDep, SessionDep, runtime_of
 
 router = APIRouter(prefix="/t/{tenant}/projects", tags=["projects"], responses=AUTHENTICATED)
 Reader = Annotated[Principal, Depends(require("projects:read"))]
@@ -25,10 +27,20 @@ def _read(project: object) -> ProjectRead:
 
 
 @router.get("")
-async def list_projects(principal: Reader, session: SessionDep, page: PageDep) -> Page[ProjectRead]:
+async def list_projects(principal: Reader, page: PageDep, request: Request) -> Page[ProjectRead]:
     """Lists the tenant's projects."""
-    rows, next_cursor = await service.list_projects(session=session, tenant_id=principal.tenant_id, page=page)
-    return Page(items=[_read(p) for p in rows], next_cursor=next_cursor)
+    runtime, tenant_id = runtime_of(request), principal.tenant_id
+
+    async def load(session: AsyncSession) -> Page[ProjectRead]:
+        rows, next_cursor = await service.list_projects(session=session, tenant_id=tenant_id, page=page)
+        return Page(items=[_read(p) for p in rows], next_cursor=next_cursor)
+
+    # The same page for every caller allowed to read it: cached until the database changes.
+    listed = await read_through(
+        runtime.cache, runtime.session_factory, ("projects", tenant_id, page), Page, load
+    )
+    assert listed is not None
+    return listed
 
 
 @router.post("", status_code=201)

@@ -115,15 +115,24 @@ def validate_aud(claims: Mapping[str, Any], audience: str) -> None:
         raise InvalidToken("wrong audience")
 
 
-def validate_times(claims: Mapping[str, Any], now: datetime, leeway: int = LEEWAY_SECONDS) -> None:
+def validate_times_shape(claims: Mapping[str, Any]) -> None:
     exp, iat = claims.get("exp"), claims.get("iat")
-    if not isinstance(exp, int) or not isinstance(iat, int):
+    # bool is an int in Python, not in JSON (RFC 7519 §2: NumericDate is a number).
+    if type(exp) is not int or type(iat) is not int:
         raise InvalidToken("exp and iat must be integers")
+
+
+def validate_times(claims: Mapping[str, Any], now: datetime, leeway: int = LEEWAY_SECONDS) -> None:
+    validate_times_shape(claims)
+    exp, iat = claims["exp"], claims["iat"]
     ts = int(now.timestamp())
     if exp <= ts - leeway:
         raise InvalidToken("token expired")
     if iat > ts + leeway:
         raise InvalidToken("token issued in the future")
+
+
+VERIFIED_TOKENS_KEPT = 2048  # about 1 kB each; a full table is dropped, not evicted one by one
 
 
 class AccessTokens:
@@ -134,6 +143,7 @@ class AccessTokens:
         self._audience = settings.JWT_AUDIENCE
         self._public_url = settings.PUBLIC_URL
         self.ttl_seconds = settings.ACCESS_TOKEN_TTL_SECONDS
+        self._verified: dict[str, tuple[dict[str, Any], AccessClaims]] = {}
 
     def issuer(self, tenant_slug: str) -> str:
         return f"{self._public_url}/t/{tenant_slug}"
@@ -169,13 +179,28 @@ class AccessTokens:
 
     def verify(self, token: str, *, tenant_slug: str, now: datetime) -> AccessClaims:
         """Returns the claims of a live access token issued for this tenant, or raises."""
+        verified = self._verified.get(token)
+        if verified is None:
+            verified = self._verify_signed(token)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = verified
+        claims, access = verified
+        # What depends on the tenant asked for and on the time is checked on every use.
+        validate_iss(claims, self.issuer(tenant_slug))
+        validate_times(claims, now)
+        return access
+
+    def _verify_signed(self, token: str) -> tuple[dict[str, Any], AccessClaims]:
+        """Signature, type, audience and claim shapes: facts of the token's exact bytes, so
+        the outcome is kept per token string (a changed byte is another key, verified
+        afresh). Failures are never kept."""
         claims = self._keys.verify(token, ACCESS_TOKEN_TYPE)
         validate_required(claims, ACCESS_REQUIRED_CLAIMS)
-        validate_iss(claims, self.issuer(tenant_slug))
         validate_aud(claims, self._audience)
-        validate_times(claims, now)
+        validate_times_shape(claims)
         try:
-            return AccessClaims(
+            access = AccessClaims(
                 sub=uuid.UUID(claims["sub"]),
                 tid=uuid.UUID(claims["tid"]),
                 sid=uuid.UUID(claims["sid"]),
@@ -188,6 +213,7 @@ class AccessTokens:
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise InvalidToken("malformed claims") from exc
+        return claims, access
 
 
 class SignedValues:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth import service as auth
@@ -14,9 +14,10 @@ from saas_app.core.errors import NotFound
 from saas_app.core.http import NO_NUL
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
-from saas_app.guards import CurrentPrincipal, OriginDep, Principal, human_principal, require
+from saas_app.core.readcache import read_through
+from saas_app.guards import CurrentPrincipal, HumanPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
-from saas_app.runtime import NowDep, RuntimeDep, SessionDep
+from saas_app.runtime import NowDep, RuntimeDep, SessionDep, runtime_of
 from saas_app.users import service
 from saas_app.users.models import User
 from saas_app.users.schemas import (
@@ -51,7 +52,7 @@ async def describe(session: AsyncSession, tenant_id: uuid.UUID, users: list[User
     return [UserRead.of(u, roles.get(u.id, []), identities.get(u.id, [])) for u in users]
 
 
-async def _read(session: SessionDep, principal: Principal, user_id: uuid.UUID) -> UserRead:
+async def _read(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> UserRead:
     user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
     return (await describe(session, principal.tenant_id, [user]))[0]
 
@@ -62,14 +63,17 @@ def _me(principal: Principal) -> uuid.UUID:
 
 
 @me_router.get("")
-async def read_me(principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep) -> UserRead:
+async def read_me(principal: HumanPrincipal, request: Request) -> UserRead:
     """Returns the signed-in user."""
-    version = runtime.cache.version()  # before the query: see ReadCache
-    cached = runtime.cache.get(("me", principal.user_id), version)
-    if isinstance(cached, UserRead):
-        return cached
-    read = await _read(session, principal, _me(principal))
-    runtime.cache.put(("me", principal.user_id), read, version)
+    runtime, user_id = runtime_of(request), _me(principal)
+    read = await read_through(
+        runtime.cache,
+        runtime.session_factory,
+        ("me", user_id),
+        UserRead,
+        lambda session: _read(session, principal, user_id),
+    )
+    assert read is not None  # _read answers 404 rather than None
     return read
 
 

@@ -62,8 +62,8 @@ CHECKS = [
     unsupported_method,  # an undocumented method is a 405 ...
     allow_header_conformance,  # ... whose Allow names every documented method
 ]
-# A refusal of invalid input: 413 too (a body over MAX_BODY_BYTES is refused before parsing).
-REJECTED = ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429"]
+# A refusal of invalid input: 413/414/431 too (oversized input is refused before parsing).
+REJECTED = ["400", "401", "403", "404", "405", "409", "413", "414", "415", "422", "429", "431"]
 CONFIG = {
     "generation": {"mode": "all"},  # positive and negative data
     "checks": {"negative_data_rejection": {"expected-statuses": REJECTED}},
