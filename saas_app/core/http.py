@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saas_app.core.logging import log_request, request_id_of
@@ -23,6 +24,12 @@ def has_nul(value: object) -> bool:
     if isinstance(value, str):
         return NUL in value
     return isinstance(value, list) and any(has_nul(item) for item in value)
+
+
+def json_answer(body: bytes, status_code: int = 200) -> Response:
+    """A JSON body already rendered (from a cache): FastAPI neither validates nor
+    serialises it again. The route declares `response_model=` for the documentation."""
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
 def user_agent(request: Request) -> str | None:

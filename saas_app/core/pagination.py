@@ -52,11 +52,16 @@ def decode_cursor(cursor: str) -> Keyset:
         ) from exc
 
 
-async def page_params(
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> PageParams:
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(max_length=512)]
+
+
+def page_of(limit: int, cursor: str | None) -> PageParams:
     return PageParams(limit=limit, after=decode_cursor(cursor) if cursor else None)
+
+
+async def page_params(limit: Limit = 50, cursor: Cursor = None) -> PageParams:
+    return page_of(limit, cursor)
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]

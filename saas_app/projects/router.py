@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from saas_app.core.http import json_answer
 from saas_app.core.openapi import AUTHENTICATED
-from saas_app.core.pagination import Page, PageDep
+from saas_app.core.pagination import Cursor, Limit, Page, page_of
 from saas_app.core.readcache import read_through
 from saas_app.guards import Principal, require
 from saas_app.projects import service
@@ -26,21 +27,25 @@ def _read(project: object) -> ProjectRead:
     return ProjectRead.model_validate(project, from_attributes=True)
 
 
-@router.get("")
-async def list_projects(principal: Reader, page: PageDep, request: Request) -> Page[ProjectRead]:
+@router.get("", response_model=Page[ProjectRead])
+async def list_projects(
+    principal: Reader, request: Request, limit: Limit = 50, cursor: Cursor = None
+) -> Response:
     """Lists the tenant's projects."""
+    # The page parameters inline, not as PageDep: one dependency fewer on a hot route.
     runtime, tenant_id = runtime_of(request), principal.tenant_id
 
-    async def load(session: AsyncSession) -> Page[ProjectRead]:
+    async def load(session: AsyncSession) -> bytes:
+        page = page_of(limit, cursor)
         rows, next_cursor = await service.list_projects(session=session, tenant_id=tenant_id, page=page)
-        return Page(items=[_read(p) for p in rows], next_cursor=next_cursor)
+        return Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
 
-    # The same page for every caller allowed to read it: cached until the database changes.
-    listed = await read_through(
-        runtime.cache, runtime.session_factory, ("projects", tenant_id, page), Page, load
-    )
-    assert listed is not None
-    return listed
+    # The same page for every caller allowed to read it: cached, as sent, until the
+    # database changes.
+    key = ("projects", tenant_id, limit, cursor)
+    body = await read_through(runtime.cache, runtime.session_factory, key, bytes, load)
+    assert body is not None
+    return json_answer(body)
 
 
 @router.post("", status_code=201)

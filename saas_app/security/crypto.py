@@ -47,4 +47,4 @@ def _derive(key: str, purpose: bytes) -> bytes:
 
 
 def _hmac(key: bytes, value: str) -> str:
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, value.encode(), "sha256").hex()  # one-shot: no HMAC object
