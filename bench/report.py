@@ -123,7 +123,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def render(results: Results, meta: dict[str, Any], order: Sequence[str]) -> str:
-    out = [f"# saas_app load benchmark: {meta['when']}", ""]
+    out = [f"# saas_app load benchmark, {meta.get('database', 'SQLite')}: {meta['when']}", ""]
     if meta["quick"]:
         out += [
             "> **Quick mode** (smoke test): short rounds, too few samples to be a measurement.",

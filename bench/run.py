@@ -10,7 +10,10 @@ gives medians over rounds and the ratios of the performance issue.
     make bench BENCH_ARGS="--quick"             # 1 round × 3 s: a smoke test
     .venv/bin/python bench/run.py --rounds 5 --duration 20 --connections 64
     .venv/bin/python bench/run.py --scale       # + a 1M-user / 10k-tenant database
+    .venv/bin/python bench/run.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
+SQLite files by default; with --postgres, fresh databases on that PostgreSQL server
+(bench_saas_<hex8>, bench_peer_<hex8>, with --scale bench_scale_<hex8>), dropped at the end.
 Every option also reads an environment variable (BENCH_ROUNDS, BENCH_DURATION, ...);
 a flag wins over the variable. Results: bench/results/latest.md and latest.json.
 """
@@ -44,14 +47,19 @@ from servers import (
     PROJECT_PYTHON,
     ROOT,
     PeerAccount,
+    PostgresDatabases,
     SaasAccount,
     Server,
     bare_server,
+    hide_password,
     peer_server,
+    postgres_server_url,
     saas_env,
     saas_migrate,
     saas_server,
+    sqlite_url,
 )
+from sqlalchemy.exc import ArgumentError
 from wrk import WrkJob, WrkResult
 
 LUA = BENCH / "lua"
@@ -89,6 +97,7 @@ class Config:
     probe_delay_ms: int
     output: Path
     keep: bool
+    postgres: str | None  # an admin URL of a PostgreSQL server; None: SQLite files
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -127,6 +136,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--probe-delay-ms", type=int, help="pause between /healthz probes (BENCH_PROBE_DELAY_MS, default 20)"
     )
     p.add_argument("--output", type=Path, help="report path (BENCH_OUTPUT, default bench/results/latest.md)")
+    p.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on fresh databases of this PostgreSQL server, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/postgres (BENCH_POSTGRES_URL; default: SQLite files)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary databases and server logs")
     args = p.parse_args(argv)
 
@@ -145,6 +160,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if unknown:
         p.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
     duration = pick(args.duration, "DURATION", 10, 3)
+    postgres = pick(args.postgres, "POSTGRES_URL", None, kind=str) or None
+    if postgres is not None:
+        try:
+            postgres_server_url(postgres)
+        except (ValueError, ArgumentError) as exc:
+            p.error(f"--postgres {hide_password(postgres)}: {exc}")
     return Config(
         rounds=pick(args.rounds, "ROUNDS", 3, 1),
         duration=duration,
@@ -163,6 +184,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         probe_delay_ms=pick(args.probe_delay_ms, "PROBE_DELAY_MS", 20),
         output=pick(args.output, "OUTPUT", BENCH / "results" / "latest.md", kind=Path),
         keep=args.keep,
+        postgres=postgres,
     )
 
 
@@ -176,6 +198,10 @@ def preflight(config: Config) -> None:
         raise SystemExit(f"missing {', '.join(missing)}: run `make bench` (it installs wrk)")
     if "fastapi-users" in config.targets and not PEER_PYTHON.exists():
         raise SystemExit(f"no {PEER_PYTHON}: run `make bench` (it builds the peer's venv)")
+    if config.postgres and "fastapi-users" in config.targets:
+        done = subprocess.run([str(PEER_PYTHON), "-c", "import asyncpg"], capture_output=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"no asyncpg in {PEER_PYTHON}: run `make bench` (it reinstalls the peer's venv)")
     cpus = os.sched_getaffinity(0)
     for cpu_list in (config.server_cpus, config.client_cpus):
         wanted = {int(c) for c in cpu_list.replace("-", ",").split(",") if c}
@@ -202,8 +228,26 @@ def head_revision(database: Path) -> str:
     return str(row[0])
 
 
+def generate_scale_data(config: Config, target: list[str], manifest: Path, names: frozenset[str]) -> None:
+    """bench/gen_data.py on the target (`--sqlite PATH` or `--database-url URL`)."""
+    log(f"scale DB: generating {config.scale_users:,} users across {config.scale_tenants:,} tenants")
+    command = [
+        str(PROJECT_PYTHON),
+        str(BENCH / "gen_data.py"),
+        *target,
+        "--users",
+        str(config.scale_users),
+        "--tenants",
+        str(config.scale_tenants),
+        "--manifest",
+        str(manifest),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in names} | {"BCRYPT_ROUNDS": "12"}
+    subprocess.run(command, env=env, check=True)
+
+
 def scale_database(config: Config, revision: str, names: frozenset[str]) -> tuple[Path, dict[str, Any]]:
-    """The cached scale DB (bench/.data/) at the current schema revision; made when missing."""
+    """The cached SQLite scale DB (bench/.data/) at the current schema revision; made when missing."""
     stem = DATA / f"scale-{config.scale_users}u-{config.scale_tenants}t"
     database, manifest_path = stem.with_suffix(".db"), stem.with_suffix(".json")
     if manifest_path.exists() and database.exists():
@@ -214,22 +258,7 @@ def scale_database(config: Config, revision: str, names: frozenset[str]) -> tupl
         log(f"scale DB: {database.name} is stale (schema {manifest.get('revision')}, now {revision})")
     manifest_path.unlink(missing_ok=True)
     partial = stem.with_suffix(".partial.db")
-    log(f"scale DB: generating {config.scale_users:,} users across {config.scale_tenants:,} tenants")
-    command = [
-        str(PROJECT_PYTHON),
-        str(BENCH / "gen_data.py"),
-        "--sqlite",
-        str(partial),
-        "--force",
-        "--users",
-        str(config.scale_users),
-        "--tenants",
-        str(config.scale_tenants),
-        "--manifest",
-        str(partial.with_suffix(".json")),
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in names} | {"BCRYPT_ROUNDS": "12"}
-    subprocess.run(command, env=env, check=True)
+    generate_scale_data(config, ["--sqlite", str(partial), "--force"], partial.with_suffix(".json"), names)
     partial.replace(database)
     partial.with_suffix(".json").replace(manifest_path)  # last: marks the cache complete
     return database, json.loads(manifest_path.read_text())
@@ -359,7 +388,7 @@ def command_output(command: list[str]) -> str:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False).stdout
 
 
-def describe(config: Config, servers: list[Server], loads: list[str]) -> list[str]:
+def describe(config: Config, servers: list[Server], loads: list[str], database: str) -> list[str]:
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -383,7 +412,8 @@ def describe(config: Config, servers: list[Server], loads: list[str]) -> list[st
         f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {wrk_version}",
         f"Pinning: servers `taskset -c {config.server_cpus}`, wrk `taskset -c {config.client_cpus}` "
         f"(`-t1 -c<N> -d<secs> --latency`); one uvicorn worker each ({', '.join(stacks)})",
-        "saas_app: SQLite (aiosqlite), ENV=dev, RATE_LIMITS_ENABLED=false, LOG_LEVEL=WARNING, "
+        f"Database: {database}",
+        "saas_app: ENV=dev, RATE_LIMITS_ENABLED=false, LOG_LEVEL=WARNING, "
         f"BCRYPT_ROUNDS=12; FastAPI {metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}",
         f"Load average (1/5/15 min) before the rounds: {loads[0]}; after: {loads[-1]}",
     ]
@@ -398,6 +428,13 @@ class Bench:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.pg = PostgresDatabases(postgres_server_url(config.postgres)) if config.postgres else None
+        if self.pg is not None:
+            try:
+                self.pg.connect()
+            except RuntimeError as exc:
+                raise SystemExit(str(exc)) from exc
+            log(f"PostgreSQL {self.pg.version} at {self.pg.address}")
         self.tmp = Path(tempfile.mkdtemp(prefix="saas-bench-"))
         self.names = settings_names()
         self.servers: list[Server] = []
@@ -405,6 +442,31 @@ class Bench:
         self.results = Results()
         self.saas: SaasAccount | None = None  # the login storm's account
         self.loads: list[str] = []
+
+    @property
+    def database_kind(self) -> str:
+        return f"PostgreSQL {self.pg.version}" if self.pg else "SQLite"
+
+    def database_line(self) -> str:
+        """Which database each server ran on, for the report."""
+        if self.pg is None:
+            line = "SQLite (aiosqlite), a fresh file per server"
+            if self.config.scale:
+                line += "; the scale run on a copy of the cached generated file in bench/.data/"
+            return line
+        names = ", ".join(self.pg.names)
+        fate = "kept (--keep)" if self.config.keep else "dropped after the run"
+        return (
+            f"PostgreSQL {self.pg.version} at {self.pg.address} (asyncpg), a fresh database per "
+            f"server ({names}), {fate}"
+        )
+
+    def database_url(self, purpose: str, sqlite_file: Path) -> str:
+        """A fresh database for one server: `bench_<purpose>_<hex8>` on PostgreSQL, else a file."""
+        if self.pg is None:
+            return sqlite_url(sqlite_file)
+        log(f"PostgreSQL: CREATE DATABASE bench_{purpose}_{self.pg.suffix}")
+        return self.pg.create(purpose)
 
     def build(self) -> None:
         """Creates the servers (not started yet), each on its own fresh database."""
@@ -414,22 +476,29 @@ class Bench:
             self.servers.append(bare)
             self.measures.append(Measure("bare", f"{bare.base_url}/users/me"))
         if "fastapi-users" in config.targets:
-            self.servers.append(peer_server(tmp))
+            self.servers.append(peer_server(tmp, self.database_url("peer", tmp / "peer.db")))
         saas_targets = {"saas-bearer", "saas-api-key", "saas-login"} & set(config.targets)
         if saas_targets or config.scale:
             (tmp / "saas_app").mkdir()
             small_db = tmp / "saas_app" / "saas.db"
-            env = saas_env(small_db, self.names)
-            log("saas_app: python -m saas_app migrate (a fresh SQLite file)")
+            env = saas_env(self.database_url("saas", small_db), self.names)
+            log(f"saas_app: python -m saas_app migrate (a fresh {self.database_kind} database)")
             saas_migrate(env, tmp / "saas_app")
             self.servers.append(saas_server("saas_app", tmp, env))
         if config.scale:
-            scale_db, self.manifest = scale_database(config, head_revision(small_db), self.names)
             (tmp / "saas_app-scale").mkdir()
-            copy = tmp / "saas_app-scale" / "saas.db"
-            log(f"scale DB: copying {scale_db.stat().st_size / 2**20:,.0f} MB for this run")
-            shutil.copyfile(scale_db, copy)
-            self.servers.append(saas_server("saas_app-scale", tmp, saas_env(copy, self.names)))
+            if self.pg is None:
+                scale_db, self.manifest = scale_database(config, head_revision(small_db), self.names)
+                copy = tmp / "saas_app-scale" / "saas.db"
+                log(f"scale DB: copying {scale_db.stat().st_size / 2**20:,.0f} MB for this run")
+                shutil.copyfile(scale_db, copy)
+                scale_url = sqlite_url(copy)
+            else:  # generated afresh each run: a database of the run, dropped with the others
+                scale_url = self.database_url("scale", tmp / "unused")
+                manifest = tmp / "scale.json"
+                generate_scale_data(config, ["--database-url", scale_url], manifest, self.names)
+                self.manifest = json.loads(manifest.read_text())
+            self.servers.append(saas_server("saas_app-scale", tmp, saas_env(scale_url, self.names)))
 
     def server(self, name: str) -> Server:
         return next(s for s in self.servers if s.name == name)
@@ -522,24 +591,47 @@ class Bench:
             "quick": self.config.quick,
             "server_cpus": self.config.server_cpus,
             "hash_threads": self.config.hash_threads,
-            "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
-            "lines": describe(self.config, self.servers, self.loads),
+            "command": hide_password(shlex.join(["python", "bench/run.py", *sys.argv[1:]])),
+            "database": self.database_kind,
+            "lines": describe(self.config, self.servers, self.loads, self.database_line()),
         }
         report = render(self.results, meta, [k for k in ORDER if k in self.results.http])
         write_results(self.config, report, self.results, meta)
         return report
 
     def close(self, failed: bool) -> None:
-        for server in self.servers:
-            server.stop()
-        if failed:
+        try:
             for server in self.servers:
-                if server.log_tail():
-                    log(f"{server.name} log ({server.log_path}):\n{server.log_tail()}")
-        if self.config.keep or failed:
-            log(f"kept {self.tmp} (databases and server logs)")
+                server.stop()
+            if failed:
+                for server in self.servers:
+                    if server.log_tail():
+                        log(f"{server.name} log ({server.log_path}):\n{server.log_tail()}")
+            if self.config.keep or failed:
+                log(f"kept {self.tmp} ({'server logs' if self.pg else 'databases and server logs'})")
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:  # even when a second Ctrl-C cuts the above short
+            if self.pg is not None and self.pg.names:
+                self.close_postgres()
+
+    def close_postgres(self) -> None:
+        """Drops this run's PostgreSQL databases, even after a failure or a Ctrl-C (not with --keep)."""
+        assert self.pg is not None
+        if self.config.keep:
+            log(f"kept PostgreSQL databases on {self.pg.address}: {', '.join(self.pg.names)}")
+            return
+        # A second Ctrl-C or a kill must not cut the cleanup short and leave databases behind.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            left = self.pg.drop_all()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if left:
+            log(f"could not drop PostgreSQL databases on {self.pg.address}: {', '.join(left)}")
         else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            log(f"dropped PostgreSQL databases {', '.join(self.pg.names)}")
 
 
 def write_results(config: Config, report: str, results: Results, meta: dict[str, Any]) -> None:
@@ -547,7 +639,10 @@ def write_results(config: Config, report: str, results: Results, meta: dict[str,
     config.output.write_text(report)
     raw = {
         "meta": meta,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "config": {
+            k: str(v) if isinstance(v, Path) else hide_password(v) if isinstance(v, str) else v
+            for k, v in asdict(config).items()
+        },
         "labels": LABELS,
         "rounds": {key: [asdict(r) for r in rounds] for key, rounds in results.http.items()},
         "raw_verify": results.hash,

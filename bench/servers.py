@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,6 +16,7 @@ from typing import IO
 from urllib.parse import urlencode
 
 import httpx
+from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -150,9 +154,13 @@ def bare_server(tmp: Path) -> Server:
     )
 
 
-def peer_server(tmp: Path) -> Server:
+def sqlite_url(database: Path) -> str:
+    return f"sqlite+aiosqlite:///{database}"
+
+
+def peer_server(tmp: Path, database_url: str) -> Server:
     port = free_port()
-    env = {**os.environ, "PEER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'peer.db'}"}
+    env = {**os.environ, "PEER_DATABASE_URL": database_url}
     return Server(
         name="fastapi-users",
         command=uvicorn_command(PEER_PYTHON, "peer_fastapi_users:app", port),
@@ -164,12 +172,12 @@ def peer_server(tmp: Path) -> Server:
     )
 
 
-def saas_env(database: Path, settings_names: frozenset[str]) -> dict[str, str]:
+def saas_env(database_url: str, settings_names: frozenset[str]) -> dict[str, str]:
     """The environment the issue prescribes, free of any saas_app setting the caller had."""
     env = {k: v for k, v in os.environ.items() if k not in settings_names}
     env.update(
         ENV="dev",
-        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        DATABASE_URL=database_url,
         RATE_LIMITS_ENABLED="false",
         LOG_LEVEL="WARNING",
         BCRYPT_ROUNDS="12",
@@ -204,6 +212,91 @@ def saas_server(name: str, tmp: Path, env: dict[str, str]) -> Server:
         env=env,
         health_path="/readyz",
     )
+
+
+# --- PostgreSQL: a fresh database per server, dropped after the run -----------------------
+
+POSTGRES_DRIVERS = ("postgresql", "postgres", "postgresql+asyncpg")
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)\S*@")
+
+
+def hide_password(text: str) -> str:
+    """Any `scheme://user:secret@host` in the text, with the secret replaced by ***."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+def postgres_server_url(value: str) -> URL:
+    """The admin URL given with --postgres (`postgresql://user@host:port/postgres`)."""
+    url = make_url(value)
+    if url.drivername not in POSTGRES_DRIVERS:
+        raise ValueError(f"not a PostgreSQL URL (scheme {url.drivername!r}; want postgresql://...)")
+    return url
+
+
+class PostgresDatabases:
+    """Fresh databases (`bench_<purpose>_<hex8>`) on one PostgreSQL server, for one run.
+
+    A name is recorded before its CREATE DATABASE, so that `drop_all` (DROP ... IF EXISTS,
+    WITH (FORCE) to cut off a server that did not let go) also removes one whose creation
+    was interrupted. CREATE/DROP DATABASE go through asyncpg, which saas_app already uses.
+    """
+
+    def __init__(self, server_url: URL) -> None:
+        self.server_url = server_url
+        self.suffix = secrets.token_hex(4)
+        self.names: list[str] = []
+        self.version = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.server_url.host or 'localhost'}:{self.server_url.port or 5432}"
+
+    def _admin_dsn(self) -> str:
+        return self.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def url(self, name: str) -> str:
+        """The SQLAlchemy URL of one of our databases, for saas_app and the peer."""
+        url = self.server_url.set(drivername="postgresql+asyncpg", database=name)
+        return url.render_as_string(hide_password=False)
+
+    async def _execute(self, *statements: str) -> str:
+        import asyncpg  # noqa: PLC0415 (only a PostgreSQL run needs it)
+
+        conn = await asyncpg.connect(self._admin_dsn(), timeout=10)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    def connect(self) -> None:
+        """Checks that the server answers, and reads its version."""
+        import asyncpg  # noqa: PLC0415
+
+        try:
+            self.version = asyncio.run(self._execute()).split(" ")[0]
+        except OSError as exc:
+            raise RuntimeError(f"PostgreSQL at {self.address} does not answer: {exc!r}") from exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise RuntimeError(f"PostgreSQL at {self.address}: {exc!r}") from exc
+
+    def create(self, purpose: str) -> str:
+        """Creates `bench_<purpose>_<hex8>` and returns its SQLAlchemy (asyncpg) URL."""
+        name = f"bench_{purpose}_{self.suffix}"
+        self.names.append(name)
+        asyncio.run(self._execute(f'CREATE DATABASE "{name}"'))
+        return self.url(name)
+
+    def drop_all(self) -> list[str]:
+        """Drops every database of this run; returns those it could not drop, with why."""
+        left: list[str] = []
+        for name in self.names:
+            try:
+                asyncio.run(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            except Exception as exc:  # report it and go on with the others
+                left.append(f"{name} ({exc!r})")
+        return left
 
 
 def expect(response: httpx.Response, status: int, what: str) -> httpx.Response:

@@ -3,6 +3,9 @@
 The docs' "Full example" (db.py, schemas.py, users.py, app.py) folded into one module,
 unchanged but for where the database URL and secret come from. It runs in its own venv
 (bench/.venv-peer): fastapi-users caps SQLAlchemy below 2.1. Benchmarked: GET /users/me.
+PEER_DATABASE_URL is a SQLite file, or with `run.py --postgres` a fresh PostgreSQL
+database (`postgresql+asyncpg://...`); the lifespan's create_all makes the table on
+either.
 """
 
 # The docs' own style: dependencies as argument defaults.
