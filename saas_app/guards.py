@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends
@@ -222,6 +222,40 @@ def require_mfa() -> Callable[..., Awaitable[Principal]]:
     async def guard(request: Request, tenant: str) -> Principal:
         principal = await current_principal(request, tenant)
         ensure_second_factor(principal)
+        return principal
+
+    return guard
+
+
+# How recent a login must be for changes to the ways in (TOTP enrolment, linking GitHub).
+REAUTHENTICATION_WINDOW = timedelta(minutes=10)
+
+
+class ReauthenticationRequired(Forbidden):
+    code = "reauthentication_required"
+    title = "Confirm your password (or log in again) to do this"
+
+
+def ensure_recent_login(principal: Principal, now: datetime, detail: str | None = None) -> None:
+    """Raises 403 unless the caller logged in within REAUTHENTICATION_WINDOW.
+
+    Measured from the token's `auth_time` (the login, kept across refreshes), so a refresh
+    does not make a login fresh: a stolen token cannot change how its victim signs in
+    (ASVS 5.0 V7.5.1).
+    """
+    fresh_after = (now - REAUTHENTICATION_WINDOW).timestamp()
+    if principal.auth_time is None or principal.auth_time < fresh_after:
+        raise ReauthenticationRequired(detail)
+
+
+def require_recent_login() -> Callable[..., Awaitable[Principal]]:
+    """A guard: a signed-in user (not an API key) whose login is at most 10 minutes old."""
+
+    async def guard(request: Request, tenant: str) -> Principal:
+        principal = ensure_human(await current_principal(request, tenant))
+        ensure_recent_login(
+            principal, now_of(request), "Log in again: this needs a login of the last 10 minutes."
+        )
         return principal
 
     return guard

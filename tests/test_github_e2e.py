@@ -107,23 +107,27 @@ def test_browser_signs_in_with_github_through_the_real_server(deployment: Deploy
         code = query(back.headers["location"])["code"]
         assert COOKIE not in browser.cookies  # the flow's cookie is cleared
 
-        # 4. The client exchanges the login code for tokens, once.
+        # 4. The client exchanges the login code for tokens.
         form = {"grant_type": "authorization_code", "code": code}
         tokens = browser.post(f"{server}/t/{slug}/auth/token", data=form)
         assert tokens.status_code == 200, tokens.text
         assert tokens.headers["cache-control"] == "no-store"
         access_token = tokens.json()["access_token"]
         assert claims(access_token)["amr"] == ["github"]
-        again = browser.post(f"{server}/t/{slug}/auth/token", data=form)
-        assert again.status_code == 400
-        assert again.json()["error"] == "invalid_grant"
 
         # 5. The new user is a password-less member with a GitHub identity.
-        me = browser.get(f"{server}/t/{slug}/users/me", headers={"Authorization": f"Bearer {access_token}"})
+        bearer = {"Authorization": f"Bearer {access_token}"}
+        me = browser.get(f"{server}/t/{slug}/users/me", headers=bearer)
         assert me.status_code == 200, me.text
         user = me.json()
         assert (user["email"], user["full_name"]) == ("octocat@example.com", "The Octocat")
         assert (user["roles"], user["identities"]) == (["member"], ["github"])
+
+        # 6. The code works once: a replay is refused and ends the session it opened.
+        again = browser.post(f"{server}/t/{slug}/auth/token", data=form)
+        assert again.status_code == 400
+        assert again.json()["error"] == "invalid_grant"
+        assert browser.get(f"{server}/t/{slug}/users/me", headers=bearer).status_code == 401
 
     exchange = next(r for r in fake.requests if r.path == "/login/oauth/access_token")
     assert exchange.form["code_verifier"] == verifier

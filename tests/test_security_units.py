@@ -1,8 +1,10 @@
-"""Pure security functions: password hashing, settings that refuse weak secrets, cursors."""
+"""Pure security functions: password hashing, settings that refuse weak secrets, cursors,
+the time checks of signed values."""
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from pydantic import ValidationError
 from saas_app.core.config import SAMPLE_JWT_SECRET, Settings
 from saas_app.core.pagination import decode_cursor, encode_cursor
 from saas_app.security.passwords import PasswordHasher, policy_violation
+from saas_app.security.tokens import InvalidToken, SignedValues, TokenKeys
 
 
 def settings(**overrides: Any) -> Settings:
@@ -125,3 +128,24 @@ def test_cursor_round_trips() -> None:
 def test_malformed_cursor_is_a_validation_error(cursor: str) -> None:
     with pytest.raises(RequestValidationError):
         decode_cursor(cursor)
+
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("nbf", "ok"),
+    [(-60, True), (0, True), (1, False), (3600, False), ("0", False), (0.5, False), (None, False)],
+    ids=["past", "now", "one-second-ahead", "an-hour-ahead", "a-string", "a-float", "null"],
+)
+def test_signed_values_are_refused_before_their_not_before_time(nbf: object, ok: bool) -> None:
+    # RFC 7519 §4.1.5. Signed values (the GitHub state) take no leeway; `nbf` is relative to NOW.
+    config = settings()
+    values = SignedValues(TokenKeys(config), config)
+    claim = int(NOW.timestamp()) + nbf if type(nbf) is int else nbf
+    value = values.issue("github-state", {"nbf": claim}, ttl_seconds=600, now=NOW)
+    if ok:
+        assert values.verify("github-state", value, now=NOW)["nbf"] == claim
+    else:
+        with pytest.raises(InvalidToken):
+            values.verify("github-state", value, now=NOW)

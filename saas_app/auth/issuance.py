@@ -1,4 +1,5 @@
-"""Issuing tokens to an authenticated user: the scope they get, the session, the pair."""
+"""Issuing tokens to an authenticated user: the scope they get, the session, the pair; and
+taking a session back when the one-time token that bought it is presented again."""
 
 from __future__ import annotations
 
@@ -98,6 +99,29 @@ async def open_session(
     )
     granted = requested if requested is not None else held
     return token_pair(runtime, tenant, login, refresh_token, granted, origin)
+
+
+async def revoke_for_reuse(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    login_id: uuid.UUID,
+    user_id: uuid.UUID,
+    presented: str,
+    origin: Origin,
+) -> None:
+    """A one-time token (`presented`: "refresh_token", "login_code") came back after its use:
+    it leaked, so the session it led to is revoked, with its refresh tokens and access tokens
+    (RFC 9700 §4.14.2, RFC 6749 §4.1.2). Audited each time, even if the session already ended."""
+    revoked = await sessions.revoke(session=session, tenant_id=tenant_id, session_id=login_id, now=origin.now)
+    await audit.record(
+        session=session,
+        tenant_id=tenant_id,
+        action="token.reuse_detected",
+        origin=origin,
+        target=Ref("session", login_id),
+        details={"user_id": str(user_id), "token": presented, "session_revoked": revoked},
+    )
 
 
 def token_pair(

@@ -50,3 +50,5 @@ class LoginCode(TenantOwned, Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # The session the code's redemption opened: a replay revokes it (RFC 6749 §4.1.2).
+    session_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("session.id", ondelete="SET NULL"))

@@ -15,7 +15,7 @@ from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
 from saas_app.auth import login_codes
 from saas_app.auth.errors import BAD_CREDENTIALS, InvalidGrant, MfaEnrollmentRequired, MfaRequired, SlowDown
-from saas_app.auth.issuance import TokenGrant, open_session
+from saas_app.auth.issuance import TokenGrant, open_session, revoke_for_reuse
 from saas_app.core.errors import RateLimited
 from saas_app.mfa import service as mfa
 from saas_app.runtime import Runtime
@@ -48,14 +48,30 @@ async def second_step(
 async def login_code_grant(
     *, session: AsyncSession, runtime: Runtime, tenant: TenantInfo, code: str, origin: Origin
 ) -> TokenGrant:
-    """`grant_type=authorization_code`: a one-time code from a browser sign-in."""
+    """`grant_type=authorization_code`: a one-time code from a browser sign-in.
+
+    RFC 6749 §4.1.2: a code used twice is refused, and the session its first use opened is
+    revoked: the code leaked, and whoever spent it first may not be the user. A code is
+    issued only when no second factor is due, so that session is all it ever bought.
+    """
     redeemed = await login_codes.redeem(session=session, tenant=tenant, code=code, now=origin.now)
     if redeemed is None:
+        replayed = await login_codes.spent(session=session, tenant=tenant, code=code)
+        if replayed is not None and replayed.session_id is not None:
+            # InvalidGrant keeps its changes: the revocation commits with the refusal.
+            await revoke_for_reuse(
+                session=session,
+                tenant_id=tenant.id,
+                login_id=replayed.session_id,
+                user_id=replayed.user_id,
+                presented="login_code",
+                origin=origin,
+            )
         raise InvalidGrant(BAD_CREDENTIALS)
     user = await users.get_user(session=session, tenant_id=tenant.id, user_id=redeemed.user_id)
     if not user.is_active:
         raise InvalidGrant(BAD_CREDENTIALS)
-    return await open_session(
+    grant = await open_session(
         session=session,
         runtime=runtime,
         tenant=tenant,
@@ -65,6 +81,8 @@ async def login_code_grant(
         user_agent=redeemed.user_agent,
         origin=origin,
     )
+    await login_codes.remember_session(session=session, redeemed=redeemed, session_id=grant.session_id)
+    return grant
 
 
 async def second_factor_grant(

@@ -21,9 +21,9 @@ from saas_app.auth.issuance import (
     held_permissions,
     open_session,
     parse_scope,
+    revoke_for_reuse,
     token_pair,
 )
-from saas_app.auth.models import Session
 from saas_app.auth.second_step import second_step
 from saas_app.core.errors import DomainError, RateLimited
 from saas_app.rbac.models import Role
@@ -167,7 +167,14 @@ async def refresh_grant(
         now=origin.now,
     )
     if rotation.failure == "reused" and rotation.login is not None:
-        await _revoke_for_reuse(session, tenant, rotation.login, origin)
+        await revoke_for_reuse(
+            session=session,
+            tenant_id=tenant.id,
+            login_id=rotation.login.id,
+            user_id=rotation.login.user_id,
+            presented="refresh_token",
+            origin=origin,
+        )
     if rotation.new_token is None or rotation.login is None:
         raise InvalidGrant(BAD_CREDENTIALS)
     login = rotation.login
@@ -188,20 +195,6 @@ async def refresh_grant(
         target=Ref("session", login.id),
     )
     return token_pair(runtime, tenant, login, rotation.new_token, granted, origin)
-
-
-async def _revoke_for_reuse(
-    session: AsyncSession, tenant: TenantInfo, login: Session, origin: Origin
-) -> None:
-    revoked = await sessions.revoke(session=session, tenant_id=tenant.id, session_id=login.id, now=origin.now)
-    await audit.record(
-        session=session,
-        tenant_id=tenant.id,
-        action="token.reuse_detected",
-        origin=origin,
-        target=Ref("session", login.id),
-        details={"user_id": str(login.user_id), "session_revoked": revoked},
-    )
 
 
 async def revoke_token(

@@ -80,6 +80,13 @@ TENANT = problems(404)
 # `ambiguous_credentials`), no or a bad credential (401), a missing permission or a credential of
 # the wrong kind (403), an API key over its own rate limit (429).
 AUTHENTICATED = problems(400, 401, 403, 404, 429)
+# A route that changes how its user signs in also needs a recent login (guards.ensure_recent_login).
+RECENT_LOGIN: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": Problem,
+        "description": "Forbidden; `reauthentication_required` when the login is older than 10 minutes",
+    }
+}
 # Every route: oversized input is refused before routing, a body over MAX_BODY_BYTES (413),
 # a request target over MAX_URL_BYTES (414), a header section over MAX_HEADER_BYTES (431).
 EVERY_ROUTE = problems(413, 414, 431)

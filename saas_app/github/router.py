@@ -15,10 +15,10 @@ from saas_app.auth.issuance import open_session
 from saas_app.auth.second_step import second_step
 from saas_app.core.errors import PROBLEM_JSON
 from saas_app.core.http import user_agent as request_user_agent
-from saas_app.core.openapi import AUTHENTICATED, REF, OAuthErrorBody, Problem, problems
+from saas_app.core.openapi import AUTHENTICATED, RECENT_LOGIN, REF, OAuthErrorBody, Problem, problems
 from saas_app.github import service
 from saas_app.github.client import GitHubProfile
-from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, human_principal
+from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, require_recent_login
 from saas_app.runtime import Runtime, RuntimeDep, SessionDep, WriteSessionDep
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
@@ -27,11 +27,14 @@ from saas_app.users.router import describe
 
 # 404 also when GitHub sign-in is not configured; 400 for a `redirect_uri` not allowed.
 router = APIRouter(prefix="/t/{tenant}/auth/github", tags=["github"], responses=problems(400, 404))
+# Linking or unlinking changes how the user signs in: a stolen access token must not be
+# enough (ASVS 5.0 V7.5.1), so both need a login of the last 10 minutes, as TOTP enrolment
+# does. Neither request has a body to carry a password: an older login signs in again.
 link_router = APIRouter(
     prefix="/t/{tenant}/users/me/identities/github",
     tags=["me"],
-    dependencies=[Depends(human_principal)],
-    responses={**AUTHENTICATED, **problems(409)},
+    dependencies=[Depends(require_recent_login())],
+    responses={**AUTHENTICATED, **RECENT_LOGIN, **problems(409)},
 )
 COOKIE = "saas_app_github"
 RedirectParam = Annotated[str | None, Query(max_length=2048)]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit.service import Origin
 from saas_app.auth import service as auth
-from saas_app.core.errors import Conflict, Forbidden
-from saas_app.core.openapi import AUTHENTICATED, problems
+from saas_app.core.errors import Conflict
+from saas_app.core.openapi import AUTHENTICATED, RECENT_LOGIN, problems
 from saas_app.guards import (
     CurrentPrincipal,
     EnrollingOriginDep,
@@ -19,6 +18,7 @@ from saas_app.guards import (
     HumanPrincipal,
     OriginDep,
     Principal,
+    ensure_recent_login,
     require,
 )
 from saas_app.mfa import service
@@ -34,17 +34,11 @@ me_router = APIRouter(
     prefix="/t/{tenant}/users/me/mfa", tags=["mfa"], responses={**AUTHENTICATED, **problems(400, 409)}
 )
 admin_router = APIRouter(prefix="/t/{tenant}/users", tags=["users"], responses=AUTHENTICATED)
-REAUTHENTICATION_WINDOW = timedelta(minutes=10)
 
 
 class MfaRequiredByTenant(Conflict):
     code = "mfa_required_by_tenant"
     title = "This tenant requires MFA; it cannot be turned off (an admin can reset a lost device)"
-
-
-class ReauthenticationRequired(Forbidden):
-    code = "reauthentication_required"
-    title = "Confirm your password (or log in again) to do this"
 
 
 async def _user(session: AsyncSession, principal: Principal) -> User:
@@ -71,12 +65,10 @@ async def _reauthenticate(
         if not ok:
             raise auth.InvalidPassword()
         return
-    fresh_after = (origin.now - REAUTHENTICATION_WINDOW).timestamp()
-    if principal.auth_time is None or principal.auth_time < fresh_after:
-        raise ReauthenticationRequired()
+    ensure_recent_login(principal, origin.now)
 
 
-@me_router.post("/totp")
+@me_router.post("/totp", responses=RECENT_LOGIN)
 async def start_totp(
     body: EnrolmentStart,
     principal: EnrollingPrincipal,

@@ -120,16 +120,23 @@ def validate_times_shape(claims: Mapping[str, Any]) -> None:
     # bool is an int in Python, not in JSON (RFC 7519 §2: NumericDate is a number).
     if type(exp) is not int or type(iat) is not int:
         raise InvalidToken("exp and iat must be integers")
+    # RFC 7519 §4.1.5: `nbf` is optional (this service never issues it), but when present it
+    # is honoured, so it must be a NumericDate like the others.
+    if "nbf" in claims and type(claims["nbf"]) is not int:
+        raise InvalidToken("nbf must be an integer")
 
 
 def validate_times(claims: Mapping[str, Any], now: datetime, leeway: int = LEEWAY_SECONDS) -> None:
     validate_times_shape(claims)
-    exp, iat = claims["exp"], claims["iat"]
+    exp, iat, nbf = claims["exp"], claims["iat"], claims.get("nbf")
     ts = int(now.timestamp())
     if exp <= ts - leeway:
         raise InvalidToken("token expired")
     if iat > ts + leeway:
         raise InvalidToken("token issued in the future")
+    # RFC 7519 §4.1.5: not accepted before `nbf` (with the same small leeway for clock skew).
+    if nbf is not None and nbf > ts + leeway:
+        raise InvalidToken("token not valid yet")
 
 
 VERIFIED_TOKENS_KEPT = 2048  # about 1 kB each; a full table is dropped, not evicted one by one

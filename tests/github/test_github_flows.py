@@ -9,6 +9,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -25,6 +26,8 @@ from tests.github_helpers import (
     add_account,
     assert_problem,
     assert_tokens,
+    audit_events,
+    bearer,
     claims,
     me,
     query,
@@ -89,6 +92,85 @@ async def test_a_login_code_works_once(env: GitHubEnv, tenant: TenantCtx, accoun
     assert (await env.counts(tenant)).sessions == 2
 
 
+# RFC 6749 §4.1.2: a code used twice leaked; the tokens its first use bought are revoked.
+
+
+async def assert_session_dead(env: GitHubEnv, tenant: TenantCtx, body: dict[str, Any]) -> None:
+    response = await env.client.get(tenant.path("/users/me"), headers=bearer(body["access_token"]))
+    assert response.status_code == 401, response.text
+    refresh = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+    assert_invalid_grant(await token(env.client, tenant.slug, **refresh))
+
+
+async def test_a_replayed_code_revokes_the_session_its_first_use_opened(
+    env: GitHubEnv, tenant: TenantCtx, account: Account
+) -> None:
+    code = await login_code(env, tenant, account)
+    first = assert_tokens(await env.exchange(tenant, code))
+    assert (await me(env, tenant, first["access_token"]))["email"] == "browser@example.com"
+    replay = await env.exchange(tenant, code)
+    assert_invalid_grant(replay)
+    assert (
+        replay.json()["error_description"]
+        == (await env.exchange(tenant, "lc_never-issued")).json()["error_description"]
+    )  # the replay learns nothing the attacker could not guess
+    await assert_session_dead(env, tenant, first)
+    # Only that session: the owner's, and the user's next sign-in, are untouched.
+    assert (await me(env, tenant, tenant.owner.login.access_token))["id"] == tenant.owner.id
+    assert_tokens(await env.exchange(tenant, await login_code(env, tenant, account)))
+
+
+async def test_a_replay_is_audited_like_refresh_token_reuse(
+    env: GitHubEnv, tenant: TenantCtx, account: Account, clock: FrozenClock
+) -> None:
+    code = await login_code(env, tenant, account)
+    first = assert_tokens(await env.exchange(tenant, code))
+    for _ in range(2):
+        clock.advance(seconds=1)  # the events' order is their time
+        assert_invalid_grant(await env.exchange(tenant, code))
+    events = await audit_events(env, tenant, "token.reuse_detected")
+    sid = claims(first["access_token"])["sid"]
+    user_id = claims(first["access_token"])["sub"]
+    details = {"user_id": user_id, "token": "login_code"}
+    assert [(e["target"], e["details"]) for e in reversed(events)] == [
+        ({"type": "session", "id": sid}, {**details, "session_revoked": True}),
+        ({"type": "session", "id": sid}, {**details, "session_revoked": False}),
+    ]
+    assert code.removeprefix("lc_") not in str(events)  # audit events hold no codes
+
+
+async def test_a_code_replayed_after_it_expired_still_revokes(
+    env: GitHubEnv, tenant: TenantCtx, account: Account, clock: FrozenClock
+) -> None:
+    code = await login_code(env, tenant, account)
+    first = assert_tokens(await env.exchange(tenant, code))
+    clock.advance(minutes=5)  # past the code's 60 s; the spent record is kept until purged
+    assert_invalid_grant(await env.exchange(tenant, code))
+    await assert_session_dead(env, tenant, first)
+
+
+async def test_a_replay_at_another_tenant_revokes_nothing(
+    env: GitHubEnv, tenant: TenantCtx, account: Account
+) -> None:
+    code = await login_code(env, tenant, account)
+    first = assert_tokens(await env.exchange(tenant, code))
+    other = await create_tenant(env.client)
+    assert_invalid_grant(await env.exchange(other, code))
+    assert (await me(env, tenant, first["access_token"]))["email"] == "browser@example.com"
+    assert await audit_events(env, tenant, "token.reuse_detected") == []
+
+
+async def test_an_unspent_or_unknown_code_revokes_nothing(
+    env: GitHubEnv, tenant: TenantCtx, account: Account, clock: FrozenClock
+) -> None:
+    code = await login_code(env, tenant, account)
+    clock.advance(seconds=61)
+    assert_invalid_grant(await env.exchange(tenant, code))  # expired before any use
+    assert_invalid_grant(await env.exchange(tenant, "lc_" + "x" * 43))
+    assert await audit_events(env, tenant, "token.reuse_detected") == []
+    assert (await me(env, tenant, tenant.owner.login.access_token))["id"] == tenant.owner.id
+
+
 @pytest.mark.parametrize(("seconds", "works"), [(59, True), (61, False)], ids=["at-59s", "at-61s"])
 async def test_a_login_code_lives_60_seconds(
     env: GitHubEnv, tenant: TenantCtx, account: Account, clock: FrozenClock, seconds: int, works: bool
@@ -102,7 +184,7 @@ async def test_a_login_code_lives_60_seconds(
         assert_invalid_grant(response)
 
 
-async def test_parallel_exchanges_of_one_code_have_one_winner(
+async def test_parallel_exchanges_of_one_code_have_one_winner_whose_session_the_losers_revoke(
     env: GitHubEnv, tenant: TenantCtx, account: Account
 ) -> None:
     code = await login_code(env, tenant, account)
@@ -110,6 +192,25 @@ async def test_parallel_exchanges_of_one_code_have_one_winner(
     assert sorted(r.status_code for r in responses) == [200] + [400] * 9
     assert all(r.json()["error"] == "invalid_grant" for r in responses if r.status_code == 400)
     assert (await env.counts(tenant)).sessions == 2
+    # A loser gives up only after the winner committed, so each one finds the winner's
+    # session; the first revokes it. Parallel use counts as a replay, as for refresh tokens.
+    (winner,) = [r.json() for r in responses if r.status_code == 200]
+    await assert_session_dead(env, tenant, winner)
+    events = await audit_events(env, tenant, "token.reuse_detected")
+    assert len(events) == 9
+    assert {e["target"]["id"] for e in events} == {claims(winner["access_token"])["sid"]}
+    assert sorted(e["details"]["session_revoked"] for e in events) == [False] * 8 + [True]
+
+
+async def test_of_two_racing_exchanges_the_loser_always_revokes_the_winner(
+    env: GitHubEnv, tenant: TenantCtx, account: Account
+) -> None:
+    for _ in range(5):
+        code = await login_code(env, tenant, account)
+        responses = await asyncio.gather(env.exchange(tenant, code), env.exchange(tenant, code))
+        assert sorted(r.status_code for r in responses) == [200, 400]
+        (winner,) = [r.json() for r in responses if r.status_code == 200]
+        await assert_session_dead(env, tenant, winner)
 
 
 async def test_a_login_code_is_only_a_login_code(env: GitHubEnv, tenant: TenantCtx, account: Account) -> None:

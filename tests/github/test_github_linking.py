@@ -1,11 +1,17 @@
 """Linking GitHub from a signed-in account and unlinking it (API.md "GitHub sign-in":
-`POST/DELETE /t/{tenant}/users/me/identities/github`; the identity key is per tenant)."""
+`POST/DELETE /t/{tenant}/users/me/identities/github`; the identity key is per tenant).
+Both need a login of the last 10 minutes (docs/decisions.md, "Linking GitHub needs a recent
+login")."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 from httpx import Response
 
-from tests.factories import Member, TenantCtx, add_member, create_tenant
+from saas_app.core.clock import FrozenClock
+from tests.factories import Login, Member, TenantCtx, add_member, create_tenant, login, token
 from tests.fake_github import Account
 from tests.github_helpers import (
     COOKIE,
@@ -18,6 +24,7 @@ from tests.github_helpers import (
     assert_problem,
     assert_tokens,
     audit_events,
+    bearer,
     claims,
     cookie_attributes,
     me,
@@ -186,3 +193,87 @@ async def test_one_github_account_may_be_linked_in_two_tenants(env: GitHubEnv, t
     for side in (tenant, other):
         body = assert_tokens(await env.sign_in(side, account))
         assert claims(body["access_token"])["sub"] == side.owner.id
+
+
+# -- a stolen access token cannot change the ways in (ASVS 5.0 V7.5.1) ---------------------------
+
+
+async def refreshed(env: GitHubEnv, tenant: TenantCtx, member: Member) -> Member:
+    """The member with the tokens a refresh mints now (the login's `auth_time` is kept)."""
+    response = await token(
+        env.client, tenant.slug, grant_type="refresh_token", refresh_token=member.login.refresh_token
+    )
+    body = assert_tokens(response)
+    assert claims(body["access_token"])["auth_time"] == claims(member.login.access_token)["auth_time"]
+    return replace(member, login=Login(body["access_token"], body["refresh_token"], body["scope"], body))
+
+
+@pytest.mark.parametrize(("seconds", "status"), [(599, 200), (601, 403)], ids=["9m59s", "10m01s"])
+async def test_linking_needs_a_login_of_the_last_ten_minutes(
+    env: GitHubEnv, tenant: TenantCtx, clock: FrozenClock, seconds: int, status: int
+) -> None:
+    clock.advance(seconds=seconds)
+    response = await start_link(env, tenant, tenant.owner)
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert_problem(response, 403, "reauthentication_required")
+        assert "set-cookie" not in response.headers
+
+
+async def test_a_stolen_token_cannot_link_the_thiefs_github_even_refreshed(
+    env: GitHubEnv, tenant: TenantCtx, clock: FrozenClock
+) -> None:
+    thief = add_account(env.fake, "thief@example.com")
+    env.fake.sign_in_as(thief)
+    clock.advance(minutes=11)
+    stolen = await refreshed(env, tenant, tenant.owner)  # a refresh is no new login
+    for victim in (tenant.owner, stolen):
+        assert (await me(env, tenant, victim.login.access_token))["id"] == tenant.owner.id
+        assert_problem(await start_link(env, tenant, victim), 403, "reauthentication_required")
+    assert (await env.counts(tenant)).identities == 0
+    assert await audit_events(env, tenant, "identity.linked") == []
+    # The thief's GitHub account is no way into the victim's account.
+    body = assert_tokens(await env.sign_in(tenant, thief))
+    assert claims(body["access_token"])["sub"] != tenant.owner.id
+
+
+async def test_a_stolen_token_cannot_unlink(env: GitHubEnv, tenant: TenantCtx, clock: FrozenClock) -> None:
+    account = add_account(env.fake, "keep-me@example.com")
+    assert (await link(env, tenant, tenant.owner, account)).status_code == 200
+    clock.advance(minutes=11)
+    stolen = await refreshed(env, tenant, tenant.owner)
+    for victim in (tenant.owner, stolen):
+        response = await env.client.delete(tenant.path(IDENTITY), headers=victim.headers)
+        assert_problem(response, 403, "reauthentication_required")
+    assert (await me(env, tenant, stolen.login.access_token))["identities"] == ["github"]
+    assert await audit_events(env, tenant, "identity.unlinked") == []
+    body = assert_tokens(await env.sign_in(tenant, account))
+    assert claims(body["access_token"])["sub"] == tenant.owner.id
+
+
+async def test_after_signing_in_again_linking_and_unlinking_work(
+    env: GitHubEnv, tenant: TenantCtx, clock: FrozenClock
+) -> None:
+    clock.advance(minutes=14)  # the access token still lives (15 minutes); its login is old
+    assert_problem(await start_link(env, tenant, tenant.owner), 403, "reauthentication_required")
+    again = replace(tenant.owner, login=await login(env.client, tenant.slug, tenant.owner.email))
+    assert (await link(env, tenant, again, add_account(env.fake, "back@example.com"))).status_code == 200
+    assert (await env.client.delete(tenant.path(IDENTITY), headers=again.headers)).status_code == 204
+
+
+async def test_a_github_login_is_a_fresh_login_too(
+    env: GitHubEnv, tenant: TenantCtx, clock: FrozenClock
+) -> None:
+    account = add_account(env.fake, "gh@example.com")
+    assert (await link(env, tenant, tenant.owner, account)).status_code == 200
+    clock.advance(minutes=11)
+    body = assert_tokens(await env.sign_in(tenant, account))
+    response = await env.client.delete(tenant.path(IDENTITY), headers=bearer(body["access_token"]))
+    assert response.status_code == 204, response.text
+
+
+async def test_the_openapi_document_names_the_403(env: GitHubEnv) -> None:
+    paths = (await env.client.get("/openapi.json")).json()["paths"]
+    for method in ("post", "delete"):
+        forbidden = paths["/t/{tenant}/users/me/identities/github"][method]["responses"]["403"]
+        assert "reauthentication_required" in forbidden["description"], method

@@ -198,18 +198,39 @@ async def after_a_factor_changes_the_other_sessions_end_or_can_be_ended(s: Scene
 # -- V7.5 defences against session abuse ---------------------------------------------------------
 
 
-@TABLE.gap(
-    "V7.5.1",
-    reason="linking a GitHub account (a new way to sign in) needs only a bearer token, no fresh proof",
-    github=True,
-)
+IDENTITY = "/users/me/identities/github"
+
+
+async def link_github(s: Scene, session: Login, email: str) -> None:
+    """Links a new GitHub account to the owner from `session` (the whole browser leg)."""
+    s.env.fake.sign_in_as(add_account(s.env.fake, email))
+    started = await s.client.post(s.path(IDENTITY), headers=session.headers)
+    assert started.status_code == 200, started.text
+    linked = await s.client.get(await s.env.at_github(started.json()["authorize_url"]))
+    assert linked.status_code == 200, linked.text
+
+
+@TABLE.case("V7.5.1", github=True)
 async def linking_another_way_to_sign_in_needs_a_fresh_proof(s: Scene) -> None:
-    # A stolen access token, 11 minutes after its login: TOTP enrolment already refuses it.
+    await link_github(s, s.owner.login, "victim@example.com")  # while the login is fresh
+    # A stolen session, 11 minutes after its login: its access token, and the one a refresh
+    # mints now (a refresh keeps the login's `auth_time`; it is no new proof).
     s.clock.advance(minutes=11)
-    enrol = await s.client.post(s.path("/users/me/mfa/totp"), json={}, headers=s.owner.headers)
-    assert_problem(enrol, 403, "reauthentication_required")
-    link = await s.client.post(s.path("/users/me/identities/github"), headers=s.owner.headers)
-    assert_problem(link, 403, "reauthentication_required")
+    refreshed = (await s.refresh(s.owner.login.refresh_token)).json()
+    for headers in (s.owner.headers, bearer(refreshed["access_token"])):
+        assert (await s.me(headers)).status_code == 200  # the token itself is live
+        enrol = await s.client.post(s.path("/users/me/mfa/totp"), json={}, headers=headers)
+        assert_problem(enrol, 403, "reauthentication_required")
+        link = await s.client.post(s.path(IDENTITY), headers=headers)
+        assert_problem(link, 403, "reauthentication_required")
+        assert "set-cookie" not in link.headers  # no link flow was started
+        unlink = await s.client.delete(s.path(IDENTITY), headers=headers)
+        assert_problem(unlink, 403, "reauthentication_required")
+    assert (await s.me(s.owner.headers)).json()["identities"] == ["github"]
+    # The control: the user signs in again and may change their ways in.
+    again = await login(s.client, s.tenant.slug, s.owner.email)
+    assert (await s.client.delete(s.path(IDENTITY), headers=again.headers)).status_code == 204
+    await link_github(s, again, "victim-again@example.com")
 
 
 # -- V7.6 federated re-authentication -------------------------------------------------------------

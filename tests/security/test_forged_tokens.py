@@ -259,6 +259,13 @@ FORGED: list[Forged] = [
     ),
     Forged("expired-real-token-after-clock-moves", expired_by_the_clock),
     Forged("iat-far-in-future", lambda s: s.resign(iat=s.now() + 3600, exp=s.now() + 4500)),
+    # RFC 7519 §4.1.5: not before `nbf`; the service never issues one but honours it.
+    Forged("nbf-beyond-leeway", lambda s: s.resign(nbf=s.now() + LEEWAY_SECONDS + 1)),
+    Forged("nbf-an-hour-ahead", lambda s: s.resign(nbf=s.now() + 3600)),
+    Forged("nbf-a-string", lambda s: s.resign(nbf=str(s.now() - 60))),
+    Forged("nbf-a-float", lambda s: s.resign(nbf=s.now() - 60.5)),
+    Forged("nbf-a-boolean", lambda s: s.resign(nbf=True)),
+    Forged("nbf-null", lambda s: s.resign(nbf=None)),
     Forged("iss-other-tenant", lambda s: s.resign(iss=s.issuer(s.other))),
     Forged("iss-other-host", lambda s: s.resign(iss=f"https://evil.example.com/t/{s.tenant.slug}")),
     Forged("iss-trailing-slash", lambda s: s.resign(iss=s.issuer() + "/")),
@@ -307,6 +314,8 @@ async def test_forged_token_is_refused(forge: Forged, open_scene: OpenScene) -> 
 ACCEPTED: list[Forged] = [
     Forged("hs256-re-signed-real-claims", lambda s: s.resign()),
     Forged("lowercase-bearer-scheme", lambda s: "bearer " + s.member.login.access_token),
+    Forged("nbf-in-the-past", lambda s: s.resign(nbf=s.now() - 60)),
+    Forged("nbf-within-leeway", lambda s: s.resign(nbf=s.now() + LEEWAY_SECONDS)),
     Forged(
         "rs256-re-signed-with-server-key",
         lambda s: s.sign(key=s.keys.private_key_file("RS256").read_text(), algorithm="RS256", kid=s.kid),

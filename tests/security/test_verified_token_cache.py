@@ -8,12 +8,19 @@ import base64
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from httpx import AsyncClient
 
 from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
-from saas_app.security.tokens import LEEWAY_SECONDS, VERIFIED_TOKENS_KEPT, AccessTokens, TokenKeys
+from saas_app.security.tokens import (
+    ACCESS_TOKEN_TYPE,
+    LEEWAY_SECONDS,
+    VERIFIED_TOKENS_KEPT,
+    AccessTokens,
+    TokenKeys,
+)
 from tests.factories import TenantCtx, create_tenant
 
 
@@ -25,6 +32,12 @@ async def _used(client: AsyncClient) -> TenantCtx:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 async def test_a_tampered_signature_of_a_remembered_token_is_refused(client: AsyncClient) -> None:
@@ -52,6 +65,21 @@ async def test_a_remembered_token_still_expires(
     clock.advance(seconds=settings.ACCESS_TOKEN_TTL_SECONDS + LEEWAY_SECONDS + 1)
     response = await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
     assert response.status_code == 401
+
+
+async def test_a_remembered_tokens_not_before_time_is_checked_on_every_use(
+    client: AsyncClient, clock: FrozenClock, settings: Settings
+) -> None:
+    tenant = await create_tenant(client)
+    now = clock.now()
+    token = TokenKeys(settings).sign(
+        {**_claims(tenant.owner.login.access_token), "nbf": int(now.timestamp()) + 120},
+        ACCESS_TOKEN_TYPE,
+    )
+    for _ in range(2):  # the second use finds the signature's outcome remembered
+        assert (await client.get(tenant.path("/users/me"), headers=_bearer(token))).status_code == 401
+    clock.advance(seconds=120 - LEEWAY_SECONDS)
+    assert (await client.get(tenant.path("/users/me"), headers=_bearer(token))).status_code == 200
 
 
 async def test_a_remembered_token_is_refused_on_another_tenants_path(client: AsyncClient) -> None:
