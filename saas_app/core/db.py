@@ -101,8 +101,14 @@ def create_session_factory(
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions for requests that write (on SQLite: BEGIN IMMEDIATE), or for reads.
 
-    SQLite reads run without BEGIN: each statement reads its own snapshot, as under
-    PostgreSQL's READ COMMITTED, and a read-only request saves two round trips.
+    Reads run without BEGIN (SQLite) or in autocommit (PostgreSQL): each statement reads
+    its own snapshot, exactly as inside a READ COMMITTED transaction, and a read-only
+    request saves the BEGIN and ROLLBACK round trips.
     """
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE" if for_writes else "NONE")
+    if for_writes:
+        bind = engine.execution_options(sqlite_begin="IMMEDIATE")
+    elif engine.dialect.name == "sqlite":
+        bind = engine.execution_options(sqlite_begin="NONE")
+    else:
+        bind = engine.execution_options(isolation_level="AUTOCOMMIT")
     return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)
