@@ -82,7 +82,7 @@ class Runtime:
 
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.key_usage.drain()
-    runtime.cache.close()
+    await runtime.cache.close()
     await runtime.http.aclose()
     await runtime.engine.dispose()
 

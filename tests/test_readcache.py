@@ -89,16 +89,14 @@ async def test_the_cache_serves_repeat_reads_while_nothing_changes(client: Async
     tenant = await create_tenant(client)
     cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
     await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
-    version = cache.version()
-    if ON_POSTGRES:
-        assert version is None  # no change signal: nothing is cached
-        return
+    version = await cache.version()
+    assert version is not None  # SQLite's data_version, or PostgreSQL's cache_epoch
     assert cache.get(("me", _uuid(tenant.owner.id)), version) is not None
 
 
-def test_without_a_change_signal_nothing_is_cached() -> None:
+async def test_without_a_change_signal_nothing_is_cached() -> None:
     cache = ReadCache(NoDataVersion())
-    version = cache.version()
+    version = await cache.version()
     cache.put("k", "v", version)
     assert cache.get("k", version) is None
 
@@ -138,3 +136,46 @@ async def test_one_tenants_cached_list_is_never_another_tenants(client: AsyncCli
     ] == ["Mine"]
     other = await client.get(second.path("/projects"), headers=second.owner.headers)
     assert other.json()["items"] == []
+
+
+async def _epoch(client: AsyncClient) -> int | None:
+    cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
+    return await cache.version()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="cache_epoch is PostgreSQL's signal; SQLite has data_version")
+async def test_on_postgres_a_write_moves_the_epoch_and_a_read_does_not(client: AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    before = await _epoch(client)
+    assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
+    assert (await client.get(tenant.path("/projects"), headers=tenant.owner.headers)).status_code == 200
+    assert await _epoch(client) == before
+    renamed = await client.patch(
+        tenant.path("/users/me"), json={"full_name": "Ada"}, headers=tenant.owner.headers
+    )
+    assert renamed.status_code == 200
+    after = await _epoch(client)
+    assert before is not None
+    assert after is not None
+    assert after > before
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="cache_epoch is PostgreSQL's signal; SQLite has data_version")
+async def test_on_postgres_a_refused_write_leaves_the_epoch(client: AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    before = await _epoch(client)
+    # Same name twice: the second insert fails and its transaction (bump included) rolls back.
+    assert (
+        await client.post(
+            tenant.path("/roles"), json={"name": "ops", "permissions": []}, headers=tenant.owner.headers
+        )
+    ).status_code == 201
+    middle = await _epoch(client)
+    again = await client.post(
+        tenant.path("/roles"), json={"name": "ops", "permissions": []}, headers=tenant.owner.headers
+    )
+    assert again.status_code == 409
+    assert before is not None
+    assert middle is not None
+    assert middle > before
+    assert await _epoch(client) == middle

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import DateTime, MetaData, Uuid, event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -105,10 +105,46 @@ def create_session_factory(
     its own snapshot, exactly as inside a READ COMMITTED transaction, and a read-only
     request saves the BEGIN and ROLLBACK round trips.
     """
+    sqlite = engine.dialect.name == "sqlite"
     if for_writes:
         bind = engine.execution_options(sqlite_begin="IMMEDIATE")
-    elif engine.dialect.name == "sqlite":
+    elif sqlite:
         bind = engine.execution_options(sqlite_begin="NONE")
     else:
         bind = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)
+    session_class = Session if sqlite else EpochSession
+    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False, sync_session_class=session_class)
+
+
+WROTE = "saas_app.wrote"
+BUMP_EPOCH = "UPDATE cache_epoch SET n = n + 1 WHERE id = 1"
+
+
+class EpochSession(Session):
+    """A session that bumps `cache_epoch` in the same transaction as any write it commits
+    (PostgreSQL's change signal for the read cache; see saas_app/core/epoch.py)."""
+
+
+@event.listens_for(EpochSession, "after_flush")
+def _flushed(session: Session, _context: Any) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(EpochSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[WROTE] = True
+
+
+@event.listens_for(EpochSession, "before_commit")
+def _bump_epoch(session: Session) -> None:
+    # SQLAlchemy flushes pending changes only after this event: flush now, so they count.
+    session.flush()
+    # Last statement before COMMIT: the epoch's row lock is held for one round trip.
+    if session.info.pop(WROTE, False):
+        session.connection().exec_driver_sql(BUMP_EPOCH)
+
+
+@event.listens_for(EpochSession, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    session.info.pop(WROTE, None)

@@ -6,7 +6,9 @@ connection, in this process or another worker, commits a change to the file. Rea
 costs microseconds and no thread hand-off, so the authenticated hot path (who is this
 token's session, what may they do) needs no query while nothing changes, and sees any
 role change, revocation or deactivation, from any worker, on the very next request.
-Where no such signal exists (PostgreSQL), `version()` is None and nothing is cached.
+On PostgreSQL the signal is `cache_epoch`, bumped in every writing transaction
+(saas_app/core/epoch.py): one small query per read instead of the reads it replaces.
+Where no signal can be read, `version()` is None and nothing is cached.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from saas_app.core.config import Settings
+from saas_app.core.epoch import PostgresEpoch
 
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
@@ -27,18 +30,18 @@ T = TypeVar("T")
 
 
 class DataVersion(Protocol):
-    def current(self) -> int | None: ...
+    async def current(self) -> int | None: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class NoDataVersion:
     """No change signal: every read goes to the database."""
 
-    def current(self) -> int | None:
+    async def current(self) -> int | None:
         return None
 
-    def close(self) -> None:
+    async def close(self) -> None:
         return None
 
 
@@ -50,7 +53,7 @@ class SqliteDataVersion:
         self._path = path
         self._connection: sqlite3.Connection | None = None
 
-    def current(self) -> int | None:
+    async def current(self) -> int | None:
         try:
             if self._connection is None:
                 self._connection = sqlite3.connect(
@@ -60,10 +63,13 @@ class SqliteDataVersion:
             return int(row[0])
         except sqlite3.Error as exc:  # no file yet, or unreadable: do not cache
             logger.debug("data_version unavailable: %s", exc)
-            self.close()
+            self._disconnect()
             return None
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -71,9 +77,11 @@ class SqliteDataVersion:
 
 def data_version_for(settings: Settings) -> DataVersion:
     url = make_url(settings.DATABASE_URL)
-    if settings.is_sqlite and url.database and url.database != ":memory:":
-        return SqliteDataVersion(url.database)
-    return NoDataVersion()
+    if settings.is_sqlite:
+        if url.database and url.database != ":memory:":
+            return SqliteDataVersion(url.database)
+        return NoDataVersion()
+    return PostgresEpoch(settings)
 
 
 class ReadCache:
@@ -86,9 +94,9 @@ class ReadCache:
         self._version: int | None = None
         self._entries: dict[Hashable, object] = {}
 
-    def version(self) -> int | None:
+    async def version(self) -> int | None:
         """The database's current version; entries of older versions are dropped."""
-        current = self._data_version.current()
+        current = await self._data_version.current()
         if current != self._version:
             self._entries.clear()
             self._version = current
@@ -106,8 +114,8 @@ class ReadCache:
             self._entries.clear()
         self._entries[key] = value
 
-    def close(self) -> None:
-        self._data_version.close()
+    async def close(self) -> None:
+        await self._data_version.close()
 
 
 async def read_through(
@@ -119,7 +127,7 @@ async def read_through(
 ) -> T | None:
     """The cached value of `key`, else `load` it in a read session of its own (opened only
     on a miss, so a hit costs no connection) and cache it. None results are not cached."""
-    version = cache.version()  # before the query: see ReadCache
+    version = await cache.version()  # before the query: see ReadCache
     cached = cache.get(key, version)
     if isinstance(cached, kind):
         return cached
