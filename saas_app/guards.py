@@ -8,10 +8,10 @@ request and intersected with the token's `scope`, so a demotion applies at once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from starlette.requests import Request
@@ -23,7 +23,7 @@ from saas_app.core.errors import DomainError, Forbidden, PermissionDenied, Unaut
 from saas_app.core.readcache import read_through
 from saas_app.mfa import service as mfa
 from saas_app.rbac.permissions import CATALOGUE
-from saas_app.runtime import ClientIPDep, NowDep, Runtime, SessionDep, ip_of, now_of, runtime_of
+from saas_app.runtime import ClientIPDep, NowDep, Runtime, SessionDep, cache_memo, ip_of, now_of, runtime_of
 from saas_app.security.tokens import InvalidToken
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep, tenant_info
@@ -109,10 +109,16 @@ async def _authenticate(request: Request, tenant: str) -> Principal:
         return await key_principal(request, info, runtime, now, api_key)
     if token is None:
         raise Unauthorized("Authentication required.", presented=False)
-    return await token_principal(runtime, info, token, now)
+    return await token_principal(runtime, info, token, now, cache_memo(request))
 
 
-async def token_principal(runtime: Runtime, tenant: TenantInfo, token: str, now: datetime) -> Principal:
+async def token_principal(
+    runtime: Runtime,
+    tenant: TenantInfo,
+    token: str,
+    now: datetime,
+    memo: MutableMapping[str, Any] | None = None,
+) -> Principal:
     """The principal of an access token of this tenant whose session is still live."""
     try:
         claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=now)
@@ -126,6 +132,7 @@ async def token_principal(runtime: Runtime, tenant: TenantInfo, token: str, now:
         ("session", claims.sid),
         SessionGrant,
         lambda session: load_grant(session=session, tenant_id=tenant.id, session_id=claims.sid),
+        memo,
     )
     if grant is None or grant.user_id != claims.sub or not grant.is_live(runtime.lifetimes, now):
         raise Unauthorized()
@@ -151,6 +158,7 @@ async def key_principal(
         tenant_id=tenant.id,
         presented=presented,
         now=now,
+        memo=cache_memo(request),
     )
     if auth is None:
         if dead is not None:

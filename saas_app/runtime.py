@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends
@@ -125,6 +125,11 @@ async def client_ip(request: Request) -> str:
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cache_memo(request: Request) -> MutableMapping[str, Any] | None:
+    """Where a read-only request keeps its read-cache version (see `read_through`)."""
+    return request.scope if request.method in SAFE_METHODS else None
 
 
 @asynccontextmanager

@@ -11,9 +11,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -191,6 +192,7 @@ async def authenticate(
     tenant_id: uuid.UUID,
     presented: str,
     now: datetime,
+    memo: MutableMapping[str, Any] | None = None,
 ) -> tuple[KeyRecord | None, KeyRecord | None]:
     """Returns (the authenticated key, None), or (None, the key if it was a dead one)."""
     parts = key_format.parse(presented)
@@ -198,7 +200,12 @@ async def authenticate(
     if parts is not None:
         prefix = parts.prefix
         record = await read_through(
-            cache, factory, ("api_key", prefix), KeyRecord, lambda s: load_record(session=s, prefix=prefix)
+            cache,
+            factory,
+            ("api_key", prefix),
+            KeyRecord,
+            lambda s: load_record(session=s, prefix=prefix),
+            memo,
         )
     secret = parts.secret if parts else presented
     expected = record.secret_hash if record else DUMMY_HASH

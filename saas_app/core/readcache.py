@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +27,7 @@ from saas_app.core.epoch import PostgresEpoch
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
 T = TypeVar("T")
+VERSION = "saas_app.cache_version"  # where a request keeps the version it read
 
 
 class DataVersion(Protocol):
@@ -124,10 +125,20 @@ async def read_through(
     key: Hashable,
     kind: type[T],
     load: Callable[[AsyncSession], Awaitable[T | None]],
+    memo: MutableMapping[str, Any] | None = None,
 ) -> T | None:
     """The cached value of `key`, else `load` it in a read session of its own (opened only
-    on a miss, so a hit costs no connection) and cache it. None results are not cached."""
-    version = await cache.version()  # before the query: see ReadCache
+    on a miss, so a hit costs no connection) and cache it. None results are not cached.
+
+    `memo` (a read-only request's ASGI scope) keeps the version read first in the request
+    for its later reads: one version check per request (a query on PostgreSQL). Older
+    than the data can only be safe; never pass it once the request has written."""
+    if memo is not None and VERSION in memo:
+        version: int | None = memo[VERSION]
+    else:
+        version = await cache.version()  # before the query: see ReadCache
+        if memo is not None:
+            memo[VERSION] = version
     cached = cache.get(key, version)
     if isinstance(cached, kind):
         return cached

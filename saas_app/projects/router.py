@@ -16,7 +16,7 @@ from saas_app.core.readcache import read_through
 from saas_app.guards import Principal, require
 from saas_app.projects import service
 from saas_app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
-from saas_app.runtime import NowDep, SessionDep, runtime_of
+from saas_app.runtime import NowDep, SessionDep, cache_memo, runtime_of
 
 router = APIRouter(prefix="/t/{tenant}/projects", tags=["projects"], responses=AUTHENTICATED)
 Reader = Annotated[Principal, Depends(require("projects:read"))]
@@ -43,7 +43,7 @@ async def list_projects(
     # The same page for every caller allowed to read it: cached, as sent, until the
     # database changes.
     key = ("projects", tenant_id, limit, cursor)
-    body = await read_through(runtime.cache, runtime.session_factory, key, bytes, load)
+    body = await read_through(runtime.cache, runtime.session_factory, key, bytes, load, cache_memo(request))
     assert body is not None
     return json_answer(body)
 

@@ -17,7 +17,7 @@ from saas_app.core.pagination import Page, PageDep
 from saas_app.core.readcache import read_through
 from saas_app.guards import CurrentPrincipal, HumanPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
-from saas_app.runtime import NowDep, RuntimeDep, SessionDep, runtime_of
+from saas_app.runtime import NowDep, RuntimeDep, SessionDep, cache_memo, runtime_of
 from saas_app.users import service
 from saas_app.users.models import User
 from saas_app.users.schemas import (
@@ -72,7 +72,9 @@ async def read_me(principal: HumanPrincipal, request: Request) -> Response:
 
     # Cached as sent, until the database changes: a repeat read costs no query and no
     # serialisation.
-    body = await read_through(runtime.cache, runtime.session_factory, ("me", user_id), bytes, load)
+    body = await read_through(
+        runtime.cache, runtime.session_factory, ("me", user_id), bytes, load, cache_memo(request)
+    )
     assert body is not None  # _read answers 404 rather than None
     return json_answer(body)
 
