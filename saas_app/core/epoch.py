@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-import asyncpg
 from sqlalchemy import BigInteger, SmallInteger
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Mapped, mapped_column
@@ -48,7 +48,7 @@ class PostgresEpoch:
         url = make_url(settings.DATABASE_URL).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._size = settings.DATABASE_POOL_SIZE
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Any = None  # an asyncpg.Pool, made on first use
         self._opening = asyncio.Lock()
 
     async def current(self) -> int | None:
@@ -60,7 +60,10 @@ class PostgresEpoch:
             return None
         return None if value is None else int(value)
 
-    async def _open(self) -> asyncpg.Pool:
+    async def _open(self) -> Any:
+        # Imported here: SQLite deployments never load the driver (a few MB of RSS).
+        import asyncpg  # noqa: PLC0415
+
         async with self._opening:
             if self._pool is None:
                 # min_size=0: no background task keeping connections open (it would log
