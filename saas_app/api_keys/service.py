@@ -25,7 +25,7 @@ from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
 from saas_app.core.errors import NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
-from saas_app.core.readcache import ReadCache, read_through
+from saas_app.core.readcache import ReadCache, read_through, version_of
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import ordered
@@ -195,6 +195,13 @@ async def authenticate(
     memo: MutableMapping[str, Any] | None = None,
 ) -> tuple[KeyRecord | None, KeyRecord | None]:
     """Returns (the authenticated key, None), or (None, the key if it was a dead one)."""
+    # A string that matched its key's hash is remembered until the database changes, like
+    # a verified access token: a repeat call skips the parse and the HMAC. Only the exact
+    # string hits, so the fast path tells a caller nothing it did not already hold.
+    version = await version_of(cache, memo)
+    known = cache.get(("api_key_presented", presented), version)
+    if isinstance(known, KeyRecord):
+        return _live(known, tenant_id, now)
     parts = key_format.parse(presented)
     record = None
     if parts is not None:
@@ -211,7 +218,16 @@ async def authenticate(
     expected = record.secret_hash if record else DUMMY_HASH
     # Compare every candidate digest (no short-circuit), so every path does equal work.
     results = [same(digest, expected) for digest in box.keyed_digests(secret)]
-    if record is None or not any(results) or record.tenant_id != tenant_id:
+    if record is None or not any(results):
+        return None, None
+    cache.put(("api_key_presented", presented), record, version)
+    return _live(record, tenant_id, now)
+
+
+def _live(
+    record: KeyRecord, tenant_id: uuid.UUID, now: datetime
+) -> tuple[KeyRecord | None, KeyRecord | None]:
+    if record.tenant_id != tenant_id:
         return None, None
     if not record.is_live(now) or record.permissions is None:
         return None, record

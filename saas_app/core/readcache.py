@@ -119,6 +119,17 @@ class ReadCache:
         await self._data_version.close()
 
 
+async def version_of(cache: ReadCache, memo: MutableMapping[str, Any] | None = None) -> int | None:
+    """The cache's version, read once per request when the request keeps a `memo`."""
+    if memo is not None and VERSION in memo:
+        known: int | None = memo[VERSION]
+        return known
+    version = await cache.version()
+    if memo is not None:
+        memo[VERSION] = version
+    return version
+
+
 async def read_through(
     cache: ReadCache,
     factory: async_sessionmaker[AsyncSession],
@@ -133,12 +144,7 @@ async def read_through(
     `memo` (a read-only request's ASGI scope) keeps the version read first in the request
     for its later reads: one version check per request (a query on PostgreSQL). Older
     than the data can only be safe; never pass it once the request has written."""
-    if memo is not None and VERSION in memo:
-        version: int | None = memo[VERSION]
-    else:
-        version = await cache.version()  # before the query: see ReadCache
-        if memo is not None:
-            memo[VERSION] = version
+    version = await version_of(cache, memo)  # before the query: see ReadCache
     cached = cache.get(key, version)
     if isinstance(cached, kind):
         return cached

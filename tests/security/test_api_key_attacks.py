@@ -299,3 +299,19 @@ async def test_cli_refuses_and_issues_nothing(
     assert run.stdout == ""
     r = await client.get(tenant.path("/api-keys"), headers=tenant.owner.headers)
     assert r.json()["items"] == []
+
+
+async def test_a_remembered_key_gives_no_way_in_to_anything_else(
+    client: AsyncClient, clock: FrozenClock
+) -> None:
+    """A key that passed its hash check is remembered by its exact string until the
+    database changes. Every attack below is made once the genuine key is remembered."""
+    tenant = await create_tenant(client)
+    other = await create_tenant(client)
+    key = await create_api_key(client, tenant, "projects:read", expires_in_days=1)
+    assert (await client.get(tenant.path("/projects"), headers=key.headers)).status_code == 200
+    changed = key.key[:-1] + ("A" if key.key[-1] != "A" else "B")
+    assert (await client.get(tenant.path("/projects"), headers={"X-API-Key": changed})).status_code == 401
+    assert (await client.get(other.path("/projects"), headers=key.headers)).status_code == 401
+    clock.advance(days=1, seconds=1)
+    assert (await client.get(tenant.path("/projects"), headers=key.headers)).status_code == 401
