@@ -85,7 +85,12 @@ async def database_url(template_db: str, tmp_path: Path) -> str:
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables if t.name != "cache_epoch")
     async with engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
-        await connection.execute(text("UPDATE cache_epoch SET n = n + 1"))
+        await connection.execute(
+            text(
+                "INSERT INTO cache_epoch (id, n) VALUES (1, 1)"
+                " ON CONFLICT (id) DO UPDATE SET n = cache_epoch.n + 1"
+            )
+        )
     await engine.dispose()
     return template_db
 
