@@ -198,6 +198,7 @@ async def authenticate(
     # A string that matched its key's hash is remembered until the database changes, like
     # a verified access token: a repeat call skips the parse and the HMAC. Only the exact
     # string hits, so the fast path tells a caller nothing it did not already hold.
+    memo = {} if memo is None else memo  # one version read serves both lookups below
     version = await version_of(cache, memo)
     known = cache.get(("api_key_presented", presented), version)
     if isinstance(known, KeyRecord):
