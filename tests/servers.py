@@ -11,11 +11,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import ROOT, TEST_JWT_SECRET
+from tests.fake_github import FakeGitHub, serve_in_thread
+from tests.github_helpers import CLIENT_ID, CLIENT_SECRET, REDIRECT
 
 
 def free_port() -> int:
@@ -83,3 +86,34 @@ def _wait_for_workers(log_path: Path, process: subprocess.Popen[bytes], workers:
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{workers} workers did not start in 30 s:\n{log_path.read_text()}")
         time.sleep(0.05)
+
+
+@dataclass
+class GitHubDeployment:
+    server: str
+    github: str
+    fake: FakeGitHub
+    log: Path
+
+
+@contextmanager
+def github_deployment(database_url: str, log_path: Path, **env: str) -> Iterator[GitHubDeployment]:
+    """The fake GitHub on one loopback port and the real server, configured against it, on
+    another (`running_server`, with `env` on top)."""
+    port = free_port()
+    server = f"http://127.0.0.1:{port}"
+    fake = FakeGitHub(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, callback_url=f"{server}/t/")
+    with serve_in_thread(fake) as github:
+        settings = {
+            "DATABASE_URL": database_url,
+            "GITHUB_CLIENT_ID": CLIENT_ID,
+            "GITHUB_CLIENT_SECRET": CLIENT_SECRET,
+            "GITHUB_AUTHORIZE_URL": f"{github}/login/oauth/authorize",
+            "GITHUB_TOKEN_URL": f"{github}/login/oauth/access_token",
+            "GITHUB_API_URL": github,
+            "GITHUB_TIMEOUT_SECONDS": "5",
+            "OAUTH_ALLOWED_REDIRECTS": REDIRECT,
+            **env,
+        }
+        with running_server(settings, log_path, port=port):
+            yield GitHubDeployment(server, github, fake, log_path)

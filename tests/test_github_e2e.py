@@ -4,76 +4,29 @@ cookies and follows no redirects, so every hop of the flow is visible and checke
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, ROOT, TEST_JWT_SECRET
-from tests.fake_github import FakeGitHub, s256, serve_in_thread
-from tests.github_helpers import CLIENT_ID, CLIENT_SECRET, COOKIE, REDIRECT, claims, query
-from tests.servers import free_port, wait_until_ready
+from tests.fake_github import s256
+from tests.github_helpers import COOKIE, REDIRECT, claims, query
+from tests.servers import GitHubDeployment, github_deployment
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e password that is long enough"
 
 
-@dataclass
-class Deployment:
-    server: str
-    github: str
-    fake: FakeGitHub
-
-
 @pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(database_url: str, tmp_path: Path) -> Iterator[GitHubDeployment]:
     """The fake GitHub on one port and the real server, configured against it, on another."""
-    port = free_port()
-    server = f"http://127.0.0.1:{port}"
-    fake = FakeGitHub(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, callback_url=f"{server}/t/")
-    with serve_in_thread(fake) as github:
-        env = {
-            **os.environ,
-            "ENV": "test",
-            "DATABASE_URL": database_url,
-            "JWT_SECRET": TEST_JWT_SECRET,
-            "BCRYPT_ROUNDS": "4",
-            "RATE_LIMIT_KEY_PREFIX": f"e2e-{uuid.uuid4().hex}",
-            "PUBLIC_URL": server,
-            "GITHUB_CLIENT_ID": CLIENT_ID,
-            "GITHUB_CLIENT_SECRET": CLIENT_SECRET,
-            "GITHUB_AUTHORIZE_URL": f"{github}/login/oauth/authorize",
-            "GITHUB_TOKEN_URL": f"{github}/login/oauth/access_token",
-            "GITHUB_API_URL": github,
-            "GITHUB_TIMEOUT_SECONDS": "5",
-            "OAUTH_ALLOWED_REDIRECTS": REDIRECT,
-        }
-        if REDIS_URL:
-            env["REDIS_URL"] = REDIS_URL
-        log = (tmp_path / "server.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "saas_app", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until_ready(server, process)
-            yield Deployment(server, github, fake)
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
-            log.close()
+    with github_deployment(database_url, tmp_path / "server.log") as deployment:
+        yield deployment
 
 
-def test_browser_signs_in_with_github_through_the_real_server(deployment: Deployment) -> None:
+def test_browser_signs_in_with_github_through_the_real_server(deployment: GitHubDeployment) -> None:
     server, github, fake = deployment.server, deployment.github, deployment.fake
     slug = f"e2e-gh-{uuid.uuid4().hex[:8]}"
     account = fake.add_account(

@@ -29,9 +29,8 @@ import pyotp
 import pytest
 
 from tests.conftest import TEST_JWT_SECRET
-from tests.fake_github import FakeGitHub, serve_in_thread
-from tests.github_helpers import CLIENT_ID, CLIENT_SECRET, COOKIE, REDIRECT, query
-from tests.servers import free_port, running_server
+from tests.github_helpers import CLIENT_SECRET, COOKIE, REDIRECT, query
+from tests.servers import GitHubDeployment, github_deployment
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "ünïcode owner pass phrase 🔑 & more"
@@ -88,38 +87,18 @@ def leaks(log: str, secrets: Secrets) -> list[str]:
     return sorted(set(found))
 
 
-@dataclass
-class Deployment:
-    server: str
-    github: str
-    fake: FakeGitHub
-    log: Path
-
-
 @pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    port = free_port()
-    server = f"http://127.0.0.1:{port}"
-    fake = FakeGitHub(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, callback_url=f"{server}/t/")
-    log = tmp_path / "server.log"
-    with serve_in_thread(fake) as github:
-        env = {
-            "DATABASE_URL": database_url,
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "DEBUG",
-            "RATE_LIMITS_ENABLED": "true",
-            "LOGIN_RATE_LIMIT": "1000/minute",
-            "REGISTER_RATE_LIMIT": "1000/minute",
-            "GITHUB_CLIENT_ID": CLIENT_ID,
-            "GITHUB_CLIENT_SECRET": CLIENT_SECRET,
-            "GITHUB_AUTHORIZE_URL": f"{github}/login/oauth/authorize",
-            "GITHUB_TOKEN_URL": f"{github}/login/oauth/access_token",
-            "GITHUB_API_URL": github,
-            "GITHUB_TIMEOUT_SECONDS": "5",
-            "OAUTH_ALLOWED_REDIRECTS": REDIRECT,
-        }
-        with running_server(env, log, port=port):
-            yield Deployment(server, github, fake, log)
+def deployment(database_url: str, tmp_path: Path) -> Iterator[GitHubDeployment]:
+    with github_deployment(
+        database_url,
+        tmp_path / "server.log",
+        LOG_FORMAT="json",
+        LOG_LEVEL="DEBUG",
+        RATE_LIMITS_ENABLED="true",
+        LOGIN_RATE_LIMIT="1000/minute",
+        REGISTER_RATE_LIMIT="1000/minute",
+    ) as deployment:
+        yield deployment
 
 
 class Authenticator:
@@ -139,7 +118,7 @@ class Authenticator:
         return code
 
 
-def test_a_full_run_leaves_no_secret_in_the_logs(deployment: Deployment) -> None:
+def test_a_full_run_leaves_no_secret_in_the_logs(deployment: GitHubDeployment) -> None:
     server, fake = deployment.server, deployment.fake
     secrets = Secrets()
     secrets.add("password", PASSWORD, NEW_PASSWORD, WRONG_PASSWORD)
