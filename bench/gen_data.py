@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # saas_app's models, when run as `python bench/gen_data.py`
 
+from servers import saas_migrate  # noqa: E402 (bench/servers.py, beside this script)
 from sqlalchemy import Table, event, func, insert, select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine  # noqa: E402
 
@@ -182,16 +182,10 @@ def migrate(database_url: str) -> None:
     """`python -m saas_app migrate` on the database, outside any stray .env."""
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as cwd:
-        done = subprocess.run(
-            [sys.executable, "-m", "saas_app", "migrate"],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise SystemExit(f"migrate failed:\n{done.stderr}")
+        try:
+            saas_migrate(env, Path(cwd))
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
 
 
 def make_engine(database_url: str) -> AsyncEngine:

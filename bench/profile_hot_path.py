@@ -16,7 +16,6 @@ import asyncio
 import cProfile
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from servers import saas_migrate  # bench/servers.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench" / "targets")]
@@ -152,10 +152,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory(prefix="saas-profile-") as tmp:
         database = Path(tmp) / "saas.db"
         environment(database)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        subprocess.run(
-            [sys.executable, "-m", "saas_app", "migrate"], check=True, cwd=tmp, env=env, capture_output=True
-        )
+        saas_migrate({**os.environ, "PYTHONPATH": str(ROOT)}, Path(tmp))
         try:
             import uvloop
 
