@@ -4,21 +4,37 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz migrate setup clean
+.PHONY: run test lint typecheck pytest fuzz migrate setup clean test-tools
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The stamp holds a checksum of the requirements, not just a date: a fresh checkout or a
+# branch switch touches requirements*.txt without changing them, and must not reinstall a
+# venv that is already set up; a changed pin must.
+REQUIREMENTS_SUM := $(shell cat requirements.txt requirements-dev.txt | cksum)
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(REQUIREMENTS_SUM))
+.PHONY: $(STAMP)
+endif
+
+$(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	echo '$(REQUIREMENTS_SUM)' > $(STAMP)
 
 setup: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/alembic upgrade head
 
+# `make run PORT=8080` (HOST=0.0.0.0 to listen on every interface). PUBLIC_URL, the base of
+# the token issuer and of the GitHub callback, follows the port unless it is given in the
+# environment or on the command line (it then wins over .env's, as every variable does).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+URL_HOST = $(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)))
+PUBLIC_URL ?= http://$(URL_HOST):$(PORT)
+
 run: $(STAMP)
-	$(BIN)/python -m saas_app serve
+	PUBLIC_URL='$(PUBLIC_URL)' $(BIN)/python -m saas_app serve --host '$(HOST)' --port '$(PORT)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check saas_app tests migrations bench
@@ -30,7 +46,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: test-tools lint typecheck pytest
+
+# jq runs the README walk-through (tests/test_readme_walkthrough.py); installed only where
+# apt-get can run as root (CI, containers), never with a password prompt; without it that
+# test skips (and fails under CI=true).
+CAN_APT = $(shell command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; } && echo yes)
+
+test-tools:
+	@if command -v jq >/dev/null; then :; \
+	elif [ "$(CAN_APT)" = yes ]; then $(APT_INSTALL) jq || { $(SUDO) apt-get update && $(APT_INSTALL) jq; }; \
+	else echo "jq not found (and no root for apt-get): the README walk-through test will skip"; fi
 
 # `make fuzz`: the deep schemathesis profile (many more cases per operation, longer stateful
 # runs, more over HTTP); `make test` runs the bounded one. docs/security.md, "Hostile input".
