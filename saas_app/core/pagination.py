@@ -7,12 +7,12 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -41,15 +41,34 @@ def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+class _CursorBody(BaseModel):
+    """What a cursor must decode to; anything else is the client's malformed input."""
+
+    # strict: no number-as-timestamp, no number-as-UUID; extra="forbid": only what we encode.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    at: AwareDatetime  # a naive time cannot be compared with the UTC columns
+    id: uuid.UUID
+
+
+MALFORMED_CURSOR = [{"loc": ("query", "cursor"), "msg": "Malformed cursor", "type": "value_error"}]
+
+
 def decode_cursor(cursor: str) -> Keyset:
+    """Returns the position a cursor names, or raises a 422 that does not echo it.
+
+    A cursor is opaque to clients but still client input (ASVS 5.1.3: validate all input):
+    every way it can be malformed (encoding, JSON, types, naive or out-of-range time, bad
+    UUID) is the same validation error, never a 500 from the database layer.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        return Keyset(at=datetime.fromisoformat(data["at"]), id=uuid.UUID(data["id"]))
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as exc:
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "Malformed cursor", "type": "value_error"}]
-        ) from exc
+        body = _CursorBody.model_validate_json(base64.urlsafe_b64decode(padded.encode("ascii")))
+        # In UTC here, so a time that only fits the year range in its own offset fails now.
+        return Keyset(at=body.at.astimezone(UTC), id=body.id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError) as exc:
+        # pydantic's ValidationError is a ValueError; its text (with the input) is dropped.
+        raise RequestValidationError(MALFORMED_CURSOR) from exc
 
 
 Limit = Annotated[int, Query(ge=1, le=200)]

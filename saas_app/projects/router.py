@@ -34,9 +34,9 @@ async def list_projects(
     """Lists the tenant's projects."""
     # The page parameters inline, not as PageDep: one dependency fewer on a hot route.
     runtime, tenant_id = runtime_of(request), principal.tenant_id
+    page = page_of(limit, cursor)  # a malformed cursor is a 422 before the cache sees it
 
     async def load(session: AsyncSession) -> bytes:
-        page = page_of(limit, cursor)
         rows, next_cursor = await service.list_projects(session=session, tenant_id=tenant_id, page=page)
         return Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
 
