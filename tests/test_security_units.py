@@ -3,6 +3,7 @@ the time checks of signed values."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -101,7 +102,8 @@ def test_production_refuses_weak_secrets(overrides: dict[str, str]) -> None:
 
 
 def test_production_starts_with_real_secrets() -> None:
-    prod = Settings(_env_file=None, ENV="prod", JWT_SECRET="s" * 48, ENCRYPTION_KEY="k" * 44)
+    jwt_secret, encryption_key = secrets.token_urlsafe(48), secrets.token_urlsafe(32)
+    prod = Settings(_env_file=None, ENV="prod", JWT_SECRET=jwt_secret, ENCRYPTION_KEY=encryption_key)
     assert prod.ENV == "prod"
 
 

@@ -13,6 +13,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 SAMPLE_JWT_SECRET = "dev-only-insecure-jwt-secret-change-me-0123456789"  # noqa: S105
 SAMPLE_ENCRYPTION_KEY = "dev-only-insecure-encryption-key-change-me-012345"
 SAMPLE_SECRETS = frozenset({SAMPLE_JWT_SECRET, SAMPLE_ENCRYPTION_KEY, "", "changeme", "secret"})
+# Words that mark a value copied from an example rather than generated.
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "dev-only", "insecure", "placeholder")
+MIN_SECRET_LENGTH = 32
+# token_hex(16), the weakest generator we document, shows >= 8 distinct characters in all but
+# ~1 of 10^5 draws; "kkkk..." or "abab..." show 1 or 2. A heuristic against typed keys.
+MIN_DISTINCT_CHARACTERS = 8
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
 
@@ -22,8 +28,43 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def secret_weakness(secret: str) -> str | None:
+    """Why a production secret is unacceptable, or None; the reason never quotes it.
+
+    ASVS 6.4.1/2.10.4: no default or guessable keys; the comparison ignores surrounding
+    blanks, so " <sample>" is the sample (it is what a reader of the list would use).
+    """
+    value = secret.strip()
+    if not value:
+        return "is empty"
+    folded = value.casefold()
+    if value in SAMPLE_SECRETS or any(marker in folded for marker in PLACEHOLDER_MARKERS):
+        return "is a sample or placeholder value"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return f"has fewer than {MIN_DISTINCT_CHARACTERS} distinct characters (not random)"
+    return None
+
+
+def encryption_key_problems(keys: str, jwt_secret: str) -> list[str]:
+    """Every reason the comma-separated ENCRYPTION_KEY list is unfit for production."""
+    entries = keys.split(",")
+    problems = []
+    for n, entry in enumerate(entries, start=1):
+        name = "ENCRYPTION_KEY" if len(entries) == 1 else f"ENCRYPTION_KEY entry {n} of {len(entries)}"
+        weakness = secret_weakness(entry)
+        if weakness is None and entry.strip() == jwt_secret.strip():
+            weakness = "equals JWT_SECRET (one secret must not serve two purposes)"
+        if weakness is not None:
+            problems.append(f"{name} {weakness}")
+    return problems
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting is named, never printed (it may be a secret,
+    # or a DATABASE_URL with a password), neither in the error nor in a failed start's log.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     ENV: Literal["dev", "test", "prod"] = "dev"
     DATABASE_URL: str = "sqlite+aiosqlite:///./saas_app.db"
@@ -87,21 +128,26 @@ class Settings(BaseSettings):
     def _valid_limit(cls, value: str) -> str:
         from limits import parse  # noqa: PLC0415 (keep settings import-light)
 
-        parse(value)  # raises ValueError on a malformed limit
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError('not a rate limit such as "10/minute"') from None  # limits quotes it
         return value
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_prod(self) -> Settings:
         if self.JWT_ALGORITHM in ASYMMETRIC_ALGORITHMS and self.JWT_PRIVATE_KEY_FILE is None:
-            raise ValueError(f"JWT_ALGORITHM={self.JWT_ALGORITHM} needs JWT_PRIVATE_KEY_FILE")
+            raise ValueError("an asymmetric JWT_ALGORITHM needs JWT_PRIVATE_KEY_FILE")
         if self.GITHUB_CLIENT_ID and not self.GITHUB_CLIENT_SECRET:
             raise ValueError("GITHUB_CLIENT_ID needs GITHUB_CLIENT_SECRET")
         if self.ENV != "prod":
             return self
-        if self.JWT_ALGORITHM == "HS256" and (self.JWT_SECRET in SAMPLE_SECRETS or len(self.JWT_SECRET) < 32):
-            raise ValueError("ENV=prod needs a JWT_SECRET of at least 32 characters")
-        if self.ENCRYPTION_KEY in SAMPLE_SECRETS:
-            raise ValueError("ENV=prod needs an ENCRYPTION_KEY")
+        problems = encryption_key_problems(self.ENCRYPTION_KEY, self.JWT_SECRET)
+        jwt_weakness = secret_weakness(self.JWT_SECRET) if self.JWT_ALGORITHM == "HS256" else None
+        if jwt_weakness is not None:
+            problems.insert(0, f"JWT_SECRET {jwt_weakness}")
+        if problems:
+            raise ValueError(f"ENV=prod refuses weak secrets: {'; '.join(problems)}")
         return self
 
     @property
