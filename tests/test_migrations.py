@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -79,3 +81,56 @@ async def _run(fn: object, *args: object) -> None:
     import anyio.to_thread  # noqa: PLC0415
 
     await anyio.to_thread.run_sync(lambda: fn(*args))  # type: ignore[operator]
+
+
+LEGACY_ROWS = {
+    # name: (tenant, stored address before 0008, address after 0008)
+    "full-width": ("a", "ｂoss@example.com", "boss@example.com"),
+    "ligature": ("a", "\ufb01nance@example.com", "finance@example.com"),
+    "sharp-s": ("a", "straße@example.com", "strasse@example.com"),
+    "already-folded": ("a", "plain@example.com", "plain@example.com"),
+    "clash-plain": ("a", "owner@example.com", "owner@example.com"),
+    "clash-look-alike": ("a", "ｏwner@example.com", "ｏwner@example.com"),
+    "same-fold-other-tenant": ("b", "ｏwner@example.com", "owner@example.com"),
+}
+
+
+async def test_0008_folds_stored_addresses_and_reports_clashes(
+    fresh_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = alembic_config(fresh_url)
+    await _run(command.upgrade, config, "0006")
+    tenants = {"a": uuid.uuid4(), "b": uuid.uuid4()}
+    users = {name: uuid.uuid4() for name in LEGACY_ROWS}
+    now = datetime.now(UTC)
+    tenant_table, user_table = Base.metadata.tables["tenant"], Base.metadata.tables["user"]
+    engine = create_async_engine(fresh_url)
+    async with engine.begin() as connection:
+        await connection.execute(
+            tenant_table.insert(),
+            [{"id": i, "slug": k, "name": k, "created_at": now} for k, i in tenants.items()],
+        )
+        await connection.execute(
+            user_table.insert(),
+            [
+                {"id": users[name], "tenant_id": tenants[t], "email": before, "created_at": now}
+                for name, (t, before, _) in LEGACY_ROWS.items()
+            ],
+        )
+
+    caplog.set_level(logging.WARNING, logger="alembic")
+    await _run(command.upgrade, config, "head")
+
+    async with engine.connect() as connection:
+        stored = dict((await connection.execute(select(user_table.c.id, user_table.c.email))).all())
+    await engine.dispose()
+    assert {name: stored[users[name]] for name in LEGACY_ROWS} == {
+        name: after for name, (_, _, after) in LEGACY_ROWS.items()
+    }
+    clashes = [r.getMessage() for r in caplog.records if "CLASH" in r.getMessage()]
+    assert len(clashes) == 1, clashes
+    (clash,) = clashes
+    assert str(tenants["a"]) in clash
+    assert str(users["clash-plain"]) in clash
+    assert str(users["clash-look-alike"]) in clash
+    assert "example.com" not in clash  # ids, never addresses

@@ -29,6 +29,7 @@ from saas_app.core.errors import DomainError, RateLimited
 from saas_app.rbac.models import Role
 from saas_app.rbac.permissions import MEMBER
 from saas_app.runtime import Runtime
+from saas_app.security.emails import normalize_email
 from saas_app.security.tokens import InvalidToken
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.service import SignupClosed
@@ -79,7 +80,8 @@ async def check_password(
     all pass a "not yet throttled" check; a success clears the account's bucket.
     """
     limit = runtime.settings.LOGIN_FAILURE_LIMIT
-    key = users.normalise_email(email)
+    # Folded, so look-alike spellings of one address share its failure budget.
+    key = normalize_email(email)
     await runtime.limiter.enforce(FAILURE_BUCKET, limit, str(tenant_id), key)
     ok, new_hash = await runtime.hasher.verify(password, user.password_hash if user else None)
     if ok:

@@ -3,12 +3,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from saas_app.core.http import has_nul
 from saas_app.rbac.models import Role
 from saas_app.rbac.permissions import ordered
 from saas_app.rbac.service import permissions_of
+from saas_app.security.emails import EmailAddress
 from saas_app.security.passwords import MAX_LENGTH, policy_violation
 from saas_app.users.models import User
 
@@ -37,7 +38,7 @@ def check_password(value: str) -> str:
 
 
 class Credentials(StrictModel):
-    email: EmailStr = Field(max_length=320)
+    email: EmailAddress
     # The length bound is enforced by the validator (in characters, not bytes).
     password: str = Field(max_length=MAX_LENGTH * 4)
     full_name: str | None = FullName

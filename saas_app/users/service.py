@@ -16,6 +16,7 @@ from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import OWNER
+from saas_app.security.emails import normalize_email
 from saas_app.users.models import Identity, User
 
 
@@ -27,11 +28,6 @@ class UserNotFound(NotFound):
 class UserExists(Conflict):
     code = "user_exists"
     title = "A user with this e-mail already exists"
-
-
-def normalise_email(email: str) -> str:
-    """E-mails compare case-insensitively: they are stored and looked up lower-cased."""
-    return email.strip().lower()
 
 
 async def create_user(
@@ -47,7 +43,7 @@ async def create_user(
     """Creates a user with the given roles; raises UserExists for a taken e-mail."""
     user = User(
         tenant_id=tenant_id,
-        email=normalise_email(email),
+        email=normalize_email(email),  # idempotent: schemas fold already
         full_name=full_name,
         password_hash=password_hash,
         is_active=True,
@@ -85,8 +81,8 @@ async def get_user(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid
 
 
 async def find_by_email(*, session: AsyncSession, tenant_id: uuid.UUID, email: str) -> User | None:
-    """Returns the tenant's user with this e-mail (any case), if any."""
-    stmt = select(User).where(User.tenant_id == tenant_id, User.email == normalise_email(email))
+    """Returns the tenant's user with this e-mail (any case or look-alike spelling), if any."""
+    stmt = select(User).where(User.tenant_id == tenant_id, User.email == normalize_email(email))
     return await session.scalar(stmt)
 
 
@@ -96,9 +92,14 @@ async def list_users(
     """Returns a page of users, optionally those whose e-mail or name contains `query`."""
     stmt = select(User).where(User.tenant_id == tenant_id)
     if query:
-        pattern = f"%{_escape_like(query.lower())}%"
+        # Addresses are stored folded: fold the query the same way to find them.
+        email_pattern = f"%{_escape_like(normalize_email(query))}%"
+        name_pattern = f"%{_escape_like(query.lower())}%"
         stmt = stmt.where(
-            or_(User.email.like(pattern, escape="\\"), func.lower(User.full_name).like(pattern, escape="\\"))
+            or_(
+                User.email.like(email_pattern, escape="\\"),
+                func.lower(User.full_name).like(name_pattern, escape="\\"),
+            )
         )
     stmt = keyset_page(stmt, page, User.created_at, User.id)
     return split_page(list((await session.scalars(stmt)).all()), page)
