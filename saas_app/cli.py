@@ -12,6 +12,9 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from saas_app import housekeeping
 from saas_app.api_keys import service as api_keys
@@ -23,12 +26,49 @@ from saas_app.core.logging import server_log_config
 from saas_app.rbac import service as rbac
 from saas_app.rbac.permissions import BUILTIN_ROLES, CATALOGUE
 from saas_app.runtime import Runtime, close_runtime
-from saas_app.security.passwords import policy_violation
 from saas_app.tenancy import service as tenancy
+from saas_app.tenancy.schemas import TenantCreate
 from saas_app.users import service as users
+from saas_app.users.schemas import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_ACTOR = Ref("system")
+# Schema fields as the operator typed them (a body field's path → its command-line flag).
+M = TypeVar("M", bound=BaseModel)
+FLAGS: dict[tuple[str | int, ...], str] = {
+    ("slug",): "--slug",
+    ("name",): "--name",
+    ("owner", "email"): "--owner-email",
+    ("owner", "full_name"): "--owner-name",
+    ("owner", "password"): "password",
+    ("email",): "--email",
+    ("full_name",): "--full-name",
+    ("password",): "password",
+}
+
+
+class InvalidInput(Exception):
+    """Operator input the API's own schemas refuse; its message is one line for stderr."""
+
+
+def validated(schema: type[M], values: dict[str, Any]) -> M:
+    """Validates CLI input with the API's request schema: one source of truth for slugs,
+    addresses (folded), names and the password policy, so the CLI cannot create what no
+    request could (a tenant `ACME2` no URL reaches, a user `not-an-email`)."""
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        raise InvalidInput(describe(exc, FLAGS)) from None
+
+
+def describe(exc: ValidationError, names: dict[tuple[str | int, ...], str]) -> str:
+    """One line naming each refused field and why, never its value (it may be a password)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = tuple(error["loc"])
+        name = names.get(loc, ".".join(str(part) for part in loc) or "input")
+        parts.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def migrate(settings: Settings) -> None:
@@ -87,31 +127,43 @@ def read_password(args: argparse.Namespace) -> str:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = os.environ.get("SAAS_APP_PASSWORD") or getpass.getpass("Password: ")
-    problem = policy_violation(password)
-    if problem:
-        raise SystemExit(problem)
-    return password
+    return password  # checked with the rest of the input, by the API's schema
 
 
 async def create_tenant(args: argparse.Namespace, settings: Settings) -> None:
+    body = validated(
+        TenantCreate,
+        {
+            "slug": args.slug,
+            "name": args.slug if args.name is None else args.name,
+            "owner": {
+                "email": args.owner_email,
+                "password": read_password(args),
+                "full_name": args.owner_name,
+            },
+        },
+    )
     async with operator_runtime(settings) as (runtime, origin):
-        password_hash = await runtime.hasher.hash(read_password(args))
+        password_hash = await runtime.hasher.hash(body.owner.password)
         async with runtime.write_session_factory() as session, session.begin():
             tenant, owner, _ = await tenancy.create_tenant(
                 session=session,
-                slug=args.slug,
-                name=args.name or args.slug,
-                owner_email=args.owner_email,
+                slug=body.slug,
+                name=body.name,
+                owner_email=body.owner.email,
                 owner_password_hash=password_hash,
-                owner_full_name=args.owner_name,
+                owner_full_name=body.owner.full_name,
                 origin=origin,
             )
         print(f"tenant {tenant.slug} {tenant.id}; owner {owner.email} {owner.id}")
 
 
 async def create_user(args: argparse.Namespace, settings: Settings) -> None:
+    body = validated(
+        Credentials, {"email": args.email, "password": read_password(args), "full_name": args.full_name}
+    )
     async with operator_runtime(settings) as (runtime, origin):
-        password_hash = await runtime.hasher.hash(read_password(args))
+        password_hash = await runtime.hasher.hash(body.password)
         async with runtime.write_session_factory() as session, session.begin():
             tenant = await tenancy.get_by_slug(session=session, slug=args.tenant)
             known = {r.name for r in (await rbac.list_all_roles(session=session, tenant_id=tenant.id))}
@@ -121,9 +173,9 @@ async def create_user(args: argparse.Namespace, settings: Settings) -> None:
             user, roles = await users.create_user(
                 session=session,
                 tenant_id=tenant.id,
-                email=args.email,
+                email=body.email,
                 password_hash=password_hash,
-                full_name=args.full_name,
+                full_name=body.full_name,
                 role_names=args.role,
                 origin=origin,
             )
@@ -202,7 +254,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # values are never shown: they may be secrets
+        print(f"error: settings: {describe(exc, {})}", file=sys.stderr)
+        return 1
     try:
         if args.command == "serve":
             serve(args, settings)
@@ -219,5 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(create_user(args, settings))
     except DomainError as exc:
         print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except InvalidInput as exc:
+        print(f"error: invalid input: {exc}", file=sys.stderr)
         return 1
     return 0
