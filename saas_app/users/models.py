@@ -19,6 +19,10 @@ class User(UUIDPrimaryKey, TenantOwned, Base):
     full_name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
+    # When the user proved they receive mail at `email`; None = never. Only a verified address
+    # may take over a GitHub sign-in by e-mail (pre-account-takeover, issue 13 item 1).
+    # Set today only by a GitHub sign-up (GitHub's verified primary address).
+    email_verified_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     # TOTP (RFC 6238): the secret encrypted at rest; set but unconfirmed = enrolment pending.
     totp_secret: Mapped[str | None] = mapped_column(String(500))
