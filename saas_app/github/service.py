@@ -245,6 +245,14 @@ async def sign_in(
     return user
 
 
+def _may_link_by_email(user: User) -> bool:
+    """Rule 2 needs both sides verified. GitHub's: anyone can add an unverified address to
+    a GitHub account. Ours: anyone can register the victim's address with a password of
+    their own and wait for the victim's GitHub sign-in to land in that account
+    (pre-account-takeover; ASVS 5.0 V6.8.1, "Pre-hijacking", Sudhodanan & Paverd 2022)."""
+    return user.email_verified_at is not None
+
+
 async def _link_or_create(
     session: AsyncSession, runtime: Runtime, tenant: TenantInfo, profile: GitHubProfile, origin: Origin
 ) -> User:
@@ -253,8 +261,7 @@ async def _link_or_create(
         existing = await users.find_by_email(session=session, tenant_id=tenant.id, email=email)
         if existing is None:
             continue
-        # Rule 2 only for an address GitHub verified: anyone can add an unverified one.
-        if email == verified and runtime.settings.GITHUB_LINK_BY_EMAIL:
+        if email == verified and runtime.settings.GITHUB_LINK_BY_EMAIL and _may_link_by_email(existing):
             await _link(session, existing, profile, origin, how="verified_email")
             return existing
         raise AccountExists()
@@ -270,6 +277,7 @@ async def _link_or_create(
         full_name=profile.name,
         role_names=[MEMBER],
         origin=origin,
+        email_verified=True,  # GitHub's verified primary address
     )
     await _link(session, user, profile, origin, how="sign_up")
     return user

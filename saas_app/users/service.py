@@ -39,14 +39,20 @@ async def create_user(
     full_name: str | None,
     role_names: list[str],
     origin: Origin,
+    email_verified: bool = False,
 ) -> tuple[User, list[Role]]:
-    """Creates a user with the given roles; raises UserExists for a taken e-mail."""
+    """Creates a user with the given roles; raises UserExists for a taken e-mail.
+
+    `email_verified` only when the address was proven (GitHub's verified primary e-mail):
+    never for a password registration, whose e-mail nobody has checked.
+    """
     user = User(
         tenant_id=tenant_id,
         email=normalize_email(email),  # idempotent: schemas fold already
         full_name=full_name,
         password_hash=password_hash,
         is_active=True,
+        email_verified_at=origin.now if email_verified else None,
         created_at=origin.now,
     )
     session.add(user)

@@ -7,18 +7,22 @@ GitHub's failures in test_github_faults.py. The fake GitHub is tests/fake_github
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from saas_app.core.clock import FrozenClock
+from saas_app.users.models import User
 from tests.factories import (
     DEFAULT_PASSWORD,
     TenantCtx,
     add_member,
     create_tenant,
     enable_mfa,
+    login,
     login_with_otp,
     token,
 )
@@ -216,6 +220,7 @@ async def test_verified_primary_email_links_when_linking_by_email_is_on(
     async with make_env(GITHUB_LINK_BY_EMAIL=True) as env:
         tenant = await create_tenant(env.client)
         member = await add_member(env.client, tenant)
+        await mark_email_verified(env, member.id)  # as e-mail verification (to come) will
         body = assert_tokens(await env.sign_in(tenant, add_account(env.fake, spelling(member.email))))
         assert claims(body["access_token"])["sub"] == member.id
         assert (await me(env, tenant, body["access_token"]))["identities"] == ["github"]
@@ -223,6 +228,41 @@ async def test_verified_primary_email_links_when_linking_by_email_is_on(
         counts = await env.counts(tenant)
     assert [(e["target"]["id"], e["details"]["how"]) for e in linked] == [(member.id, "verified_email")]
     assert counts.users == 2
+
+
+async def mark_email_verified(env: GitHubEnv, user_id: str) -> None:
+    async with env.app.state.runtime.session_factory() as session, session.begin():
+        user = await session.get_one(User, uuid.UUID(user_id))
+        user.email_verified_at = env.clock.now()
+
+
+async def email_verified_at(env: GitHubEnv, user_id: str) -> datetime | None:
+    async with env.app.state.runtime.session_factory() as session:
+        return (await session.get_one(User, uuid.UUID(user_id))).email_verified_at
+
+
+async def test_a_password_squatter_does_not_capture_the_victims_github_sign_in(make_env: EnvFactory) -> None:
+    """Pre-account-takeover (issue 13, item 1): someone registers the victim's address with a
+    password of their own; the victim's later GitHub sign-in must not land in that account."""
+    async with make_env(GITHUB_LINK_BY_EMAIL=True) as env:
+        tenant = await create_tenant(env.client)
+        squatter = await add_member(env.client, tenant, email="victim@example.com")
+        before = await env.counts(tenant)
+        response = await env.sign_in(tenant, add_account(env.fake, "victim@example.com"))
+        assert_problem(response, 409, "account_exists")
+        assert "access_token" not in response.text
+        assert await env.counts(tenant) == before  # no identity, no session, no user
+        assert await audit_events(env, tenant, "identity.linked") == []
+        squatters_view = await login(env.client, tenant.slug, squatter.email)
+        assert (await me(env, tenant, squatters_view.access_token))["identities"] == []
+
+
+async def test_only_a_github_sign_up_starts_with_a_verified_email(env: GitHubEnv, tenant: TenantCtx) -> None:
+    body = assert_tokens(await env.sign_in(tenant, add_account(env.fake, "gh@example.com")))
+    member = await add_member(env.client, tenant)
+    assert await email_verified_at(env, claims(body["access_token"])["sub"]) == env.clock.now()
+    assert await email_verified_at(env, member.id) is None  # registered with a password
+    assert await email_verified_at(env, tenant.owner.id) is None  # the tenant's owner
 
 
 @pytest.mark.parametrize(
