@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit.service import Origin
 from saas_app.auth import service as auth
-from saas_app.core.errors import Conflict
+from saas_app.core.errors import Conflict, Forbidden
 from saas_app.core.openapi import AUTHENTICATED, RECENT_LOGIN, problems
 from saas_app.guards import (
     CurrentPrincipal,
@@ -18,6 +18,7 @@ from saas_app.guards import (
     HumanPrincipal,
     OriginDep,
     Principal,
+    ensure_human,
     ensure_recent_login,
     require,
 )
@@ -138,14 +139,34 @@ async def regenerate_recovery_codes(
     return RecoveryCodes(recovery_codes=codes)
 
 
-@admin_router.delete("/{user_id}/mfa", status_code=204, dependencies=[Depends(require("users:manage"))])
+class OwnMfaReset(Forbidden):
+    code = "own_mfa_reset"
+    title = "Turn your own MFA off with DELETE /t/{tenant}/users/me/mfa/totp and a code"
+
+
+@admin_router.delete(
+    "/{user_id}/mfa",
+    status_code=204,
+    dependencies=[Depends(require("users:manage"))],
+    responses=RECENT_LOGIN,
+)
 async def reset_mfa(
     user_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
 ) -> Response:
-    """Removes a user's second factor (a lost device); they can enrol again."""
+    """Removes another user's second factor (a lost device); needs a login of the last 10 minutes."""
+    # Weakening a login changes how someone signs in: a bearer token alone must not do it
+    # (ASVS 5.0 V7.5.1, V6.6). An API key has no login, so it is refused outright; one's own
+    # factor goes only through the route that asks for a code, whatever the tenant's policy.
+    ensure_human(principal)
+    if user_id == principal.user_id:
+        raise OwnMfaReset(
+            "Use DELETE /t/{tenant}/users/me/mfa/totp with a current or recovery code to turn your own MFA off."
+        )
+    ensure_recent_login(principal, origin.now, "Log in again: this needs a login of the last 10 minutes.")
     user = await users.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
-    roles = await rbac.roles_by_user(session=session, tenant_id=principal.tenant_id, user_ids=[user.id])
     # No escalation: only someone holding all of the user's permissions may weaken their login.
-    rbac.ensure_grantable(rbac.permissions_of(roles.get(user.id, [])), principal.permissions)
+    await rbac.ensure_may_act_on(
+        session=session, tenant_id=principal.tenant_id, user_id=user.id, actor=principal.permissions
+    )
     await service.reset_by_admin(session=session, user=user, origin=origin)
     return Response(status_code=204)

@@ -88,6 +88,22 @@ def ensure_grantable(permissions: Iterable[str], grantor: frozenset[str]) -> Non
         raise PermissionDenied(missing, f"You cannot grant or revoke: {' '.join(missing)}.")
 
 
+def ensure_covers(target: Iterable[str], actor: frozenset[str]) -> None:
+    """No escalation across users: act on a user (their activation, their second factor)
+    only while holding every permission they hold, so an admin cannot lock out an owner."""
+    missing = ordered(set(target) - actor)
+    if missing:
+        raise PermissionDenied(missing, f"The user holds permissions you lack: {' '.join(missing)}.")
+
+
+async def ensure_may_act_on(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, actor: frozenset[str]
+) -> None:
+    """Raises 403 unless `actor` holds every permission of the user's current roles."""
+    roles = await roles_by_user(session=session, tenant_id=tenant_id, user_ids=[user_id])
+    ensure_covers(permissions_of(roles.get(user_id, [])), actor)
+
+
 async def create_role(
     *,
     session: AsyncSession,
