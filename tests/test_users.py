@@ -10,7 +10,7 @@ import pytest
 from httpx import AsyncClient
 
 from saas_app.core.clock import FrozenClock
-from tests.factories import DEFAULT_PASSWORD, add_member, create_tenant, login, token
+from tests.factories import DEFAULT_PASSWORD, add_member, create_api_key, create_tenant, login, token
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -403,8 +403,13 @@ async def test_reactivation_does_not_revive_ended_sessions(client: AsyncClient) 
     assert refresh.json()["error"] == "invalid_grant"
 
 
-@pytest.mark.parametrize("actor", ["owner", "admin"])
-async def test_deactivating_the_only_owner_is_409(client: AsyncClient, actor: str) -> None:
+# An admin lacks the owner's tenant:manage, so is refused before the last-owner rule.
+@pytest.mark.parametrize(
+    ("actor", "status", "code"), [("owner", 409, "last_owner"), ("admin", 403, "forbidden")]
+)
+async def test_deactivating_the_only_owner_is_refused(
+    client: AsyncClient, actor: str, status: int, code: str
+) -> None:
     tenant = await create_tenant(client)
     headers = (
         tenant.owner.headers if actor == "owner" else (await add_member(client, tenant, "admin")).headers
@@ -412,8 +417,8 @@ async def test_deactivating_the_only_owner_is_409(client: AsyncClient, actor: st
     response = await client.patch(
         tenant.path(f"/users/{tenant.owner.id}"), json={"is_active": False}, headers=headers
     )
-    assert response.status_code == 409, response.text
-    assert response.json()["code"] == "last_owner"
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
     assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
 
 
@@ -425,3 +430,54 @@ async def test_deactivating_an_owner_is_allowed_while_another_remains(client: As
     )
     assert response.status_code == 200, response.text
     assert response.json()["is_active"] is False
+
+
+# Acting on a user needs every permission they hold, as role changes do (issue 13, item 3).
+
+
+@pytest.mark.parametrize("is_active", [False, True], ids=["deactivate", "reactivate"])
+@pytest.mark.parametrize("credential", ["admin", "admins-key"])
+async def test_an_admin_cannot_deactivate_or_reactivate_an_owner(
+    client: AsyncClient, is_active: bool, credential: str
+) -> None:
+    tenant = await create_tenant(client)
+    co_owner = await add_member(client, tenant, "owner")  # so last_owner never decides
+    admin = await add_member(client, tenant, "admin")
+    if is_active:  # an owner deactivated by the other owner; the admin tries to bring them back
+        deactivated = await client.patch(
+            tenant.path(f"/users/{co_owner.id}"), json={"is_active": False}, headers=tenant.owner.headers
+        )
+        assert deactivated.status_code == 200, deactivated.text
+    headers = admin.headers
+    if credential == "admins-key":
+        headers = (await create_api_key(client, tenant, "users:manage", "users:read", by=admin)).headers
+    response = await client.patch(
+        tenant.path(f"/users/{co_owner.id}"), json={"is_active": is_active}, headers=headers
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "forbidden"
+    assert "tenant:manage" in response.json()["missing_permissions"]
+    state = await client.get(tenant.path(f"/users/{co_owner.id}"), headers=tenant.owner.headers)
+    assert state.json()["is_active"] is not is_active
+
+
+async def test_an_admin_still_deactivates_a_member(client: AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    admin = await add_member(client, tenant, "admin")
+    member = await add_member(client, tenant)
+    response = await client.patch(
+        tenant.path(f"/users/{member.id}"), json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["is_active"] is False
+
+
+async def test_nobody_deactivates_themselves(client: AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    admin = await add_member(client, tenant, "admin")
+    response = await client.patch(
+        tenant.path(f"/users/{admin.id}"), json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "self_deactivation"
+    assert (await client.get(tenant.path("/users/me"), headers=admin.headers)).status_code == 200

@@ -187,8 +187,18 @@ async def update_user(
 ) -> UserRead:
     """Activates or deactivates a user; deactivation ends all their sessions."""
     user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)
+    # The rule of role changes: act on a user only while holding all they hold (an admin,
+    # or an admin's key, cannot lock an owner out or bring back one an owner locked out).
+    await rbac.ensure_may_act_on(
+        session=session, tenant_id=principal.tenant_id, user_id=user.id, actor=principal.permissions
+    )
     await service.set_active(
-        session=session, tenant_id=principal.tenant_id, user=user, is_active=body.is_active, origin=origin
+        session=session,
+        tenant_id=principal.tenant_id,
+        user=user,
+        is_active=body.is_active,
+        actor_user_id=principal.user_id,
+        origin=origin,
     )
     return await _read(session, principal, user.id)
 

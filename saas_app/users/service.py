@@ -30,6 +30,11 @@ class UserExists(Conflict):
     title = "A user with this e-mail already exists"
 
 
+class SelfDeactivation(Conflict):
+    code = "self_deactivation"
+    title = "You cannot deactivate yourself; another admin can"
+
+
 async def create_user(
     *,
     session: AsyncSession,
@@ -133,9 +138,19 @@ def _escape_like(text: str) -> str:
 
 
 async def set_active(
-    *, session: AsyncSession, tenant_id: uuid.UUID, user: User, is_active: bool, origin: Origin
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user: User,
+    is_active: bool,
+    actor_user_id: uuid.UUID | None,
+    origin: Origin,
 ) -> User:
-    """Activates or deactivates a user; deactivation ends all their sessions at once."""
+    """Activates or deactivates a user; deactivation ends all their sessions at once.
+
+    Refused: deactivating the last active owner (409 `last_owner`), and deactivating
+    oneself (409 `self_deactivation`: nobody could undo it but another admin).
+    """
     if user.is_active == is_active:
         return user
     if not is_active:
@@ -143,6 +158,8 @@ async def set_active(
         roles = await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[user.id])
         if any(r.name == OWNER for r in roles.get(user.id, [])):
             await rbac.ensure_other_active_owner(session=session, tenant_id=tenant_id, user_id=user.id)
+        if user.id == actor_user_id:
+            raise SelfDeactivation()
         await sessions.revoke_all(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
     user.is_active = is_active
     await audit.record(
