@@ -24,7 +24,7 @@ from saas_app.auth.issuance import (
     revoke_for_reuse,
     token_pair,
 )
-from saas_app.auth.second_step import second_step
+from saas_app.auth.second_step import end_pending_steps, second_step
 from saas_app.core.errors import DomainError, RateLimited
 from saas_app.rbac.models import Role
 from saas_app.rbac.permissions import MEMBER
@@ -277,11 +277,12 @@ async def change_password(
     ended = await sessions.revoke_all(
         session=session, tenant_id=tenant_id, user_id=user_id, now=origin.now, keep=current_session_id
     )
+    pending = await end_pending_steps(session=session, tenant_id=tenant_id, user_id=user_id, now=origin.now)
     await audit.record(
         session=session,
         tenant_id=tenant_id,
         action="password.changed",
         origin=origin,
         target=Ref("user", user_id),
-        details={"sessions_ended": ended},
+        details={"sessions_ended": ended, "pending_logins_ended": pending},
     )

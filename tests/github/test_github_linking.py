@@ -277,3 +277,21 @@ async def test_the_openapi_document_names_the_403(env: GitHubEnv) -> None:
     for method in ("post", "delete"):
         forbidden = paths["/t/{tenant}/users/me/identities/github"][method]["responses"]["403"]
         assert "reauthentication_required" in forbidden["description"], method
+
+
+async def test_a_password_change_ends_unused_login_codes(env: GitHubEnv, tenant: TenantCtx) -> None:
+    """A login code handed to the browser before the password changed buys nothing after
+    (issue 13, item 9): the change ends every pending way into the account."""
+    account = add_account(env.fake, "codes@example.com")
+    assert (await link(env, tenant, tenant.owner, account)).status_code == 200
+    signed_in = await env.sign_in(tenant, account, REDIRECT)
+    assert signed_in.status_code == 302, signed_in.text
+    code = query(signed_in.headers["location"])["code"]
+    body = {"current_password": tenant.owner.password, "new_password": "a brand new passphrase"}
+    changed = await env.client.post(
+        tenant.path("/users/me/password"), json=body, headers=tenant.owner.headers
+    )
+    assert changed.status_code == 204, changed.text
+    response = await env.exchange(tenant, code)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"

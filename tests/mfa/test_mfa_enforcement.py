@@ -143,6 +143,19 @@ async def test_a_user_deactivated_after_the_password_step_cannot_enrol(strict: S
     assert_problem(response, 401, "unauthorized")
 
 
+async def test_a_password_change_ends_the_enrolment_token(strict: Strict) -> None:
+    # The enrolment kind of mfa_token is pending credential too (issue 13, item 9).
+    headers = {"Authorization": f"Bearer {await strict.enrolment_token()}"}
+    body = {"current_password": DEFAULT_PASSWORD, "new_password": "a brand new passphrase"}
+    changed = await strict.client.post(
+        strict.tenant.path("/users/me/password"), json=body, headers=strict.member.headers
+    )
+    assert changed.status_code == 204, changed.text
+    response = await strict.client.post(strict.tenant.path(TOTP), json={}, headers=headers)
+    assert_problem(response, 401, "unauthorized")
+    assert await mfa_enabled(strict.client, strict.tenant, strict.member.id) is False
+
+
 async def test_the_enrolment_token_cannot_finish_a_login(strict: Strict) -> None:
     form = {"mfa_token": await strict.enrolment_token(), "otp": "123456"}
     response = await token(strict.client, strict.tenant.slug, grant_type="mfa_otp", **form)

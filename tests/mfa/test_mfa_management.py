@@ -19,6 +19,7 @@ from tests.factories import (
     Member,
     TenantCtx,
     add_member,
+    create_api_key,
     enable_mfa,
     mfa_challenge,
     token,
@@ -176,6 +177,45 @@ async def test_admin_reset_needs_users_manage_and_no_escalation(
     assert await mfa_enabled(client, tenant, target.id) is (status != 204)
 
 
+async def test_nobody_strips_their_own_second_factor_through_the_admin_route(
+    client: AsyncClient, tenant: TenantCtx, authenticator: Authenticator
+) -> None:
+    # A stolen owner token must not lift its victim's MFA without the code that
+    # DELETE /users/me/mfa/totp demands (issue 13, item 2).
+    response = await client.delete(tenant.path(f"/users/{tenant.owner.id}/mfa"), headers=tenant.owner.headers)
+    assert_problem(response, 403, "own_mfa_reset")
+    assert "/users/me/mfa/totp" in response.json()["detail"]
+    assert await mfa_enabled(client, tenant, tenant.owner.id) is True
+    assert await mfa_challenge(client, tenant.slug, tenant.owner.email)  # still asks for a code
+
+
+async def test_resetting_anothers_mfa_needs_a_login_of_the_last_ten_minutes(
+    client: AsyncClient, tenant: TenantCtx, clock: FrozenClock
+) -> None:
+    member = await add_member(client, tenant)
+    await enable_mfa(client, tenant, member, clock)
+    clock.advance(minutes=11)
+    refreshed = await token(
+        client, tenant.slug, grant_type="refresh_token", refresh_token=tenant.owner.login.refresh_token
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    stale = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+    response = await client.delete(tenant.path(f"/users/{member.id}/mfa"), headers=stale)
+    assert_problem(response, 403, "reauthentication_required")
+    assert await mfa_enabled(client, tenant, member.id) is True
+
+
+async def test_an_api_key_cannot_reset_mfa(
+    client: AsyncClient, tenant: TenantCtx, clock: FrozenClock
+) -> None:
+    member = await add_member(client, tenant)
+    await enable_mfa(client, tenant, member, clock)
+    key = await create_api_key(client, tenant, "users:manage", "users:read")
+    response = await client.delete(tenant.path(f"/users/{member.id}/mfa"), headers=key.headers)
+    assert_problem(response, 403, "human_only")
+    assert await mfa_enabled(client, tenant, member.id) is True
+
+
 async def test_after_an_admin_reset_the_user_logs_in_with_the_password_alone(
     client: AsyncClient, tenant: TenantCtx, clock: FrozenClock
 ) -> None:
@@ -194,6 +234,24 @@ async def test_changing_the_password_never_disables_mfa(
     assert changed.status_code == 204, changed.text
     assert await mfa_enabled(client, tenant, tenant.owner.id) is True
     assert await mfa_challenge(client, tenant.slug, tenant.owner.email, password=NEW_PASSWORD)
+
+
+async def test_a_password_change_ends_pending_mfa_tokens(
+    client: AsyncClient, tenant: TenantCtx, authenticator: Authenticator
+) -> None:
+    # Whoever ran the password step before the change (the old password leaked) must not
+    # finish that login after it (issue 13, item 9).
+    pending = await mfa_challenge(client, tenant.slug, tenant.owner.email)
+    body = {"current_password": DEFAULT_PASSWORD, "new_password": NEW_PASSWORD}
+    changed = await client.post(tenant.path("/users/me/password"), json=body, headers=tenant.owner.headers)
+    assert changed.status_code == 204, changed.text
+    form = {"mfa_token": pending, "otp": authenticator.next_code()}
+    response = await token(client, tenant.slug, grant_type="mfa_otp", **form)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"
+    fresh = await mfa_challenge(client, tenant.slug, tenant.owner.email, password=NEW_PASSWORD)
+    form = {"mfa_token": fresh, "otp": authenticator.next_code()}
+    assert (await token(client, tenant.slug, grant_type="mfa_otp", **form)).status_code == 200
 
 
 # -- audit --------------------------------------------------------------------------------
