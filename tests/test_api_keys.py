@@ -447,3 +447,76 @@ async def test_a_keys_rate_limit_is_enforced_per_key(
         assert_problem(r, 429, "rate_limited")
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert [(await api.projects(free)).status_code for _ in range(3)] == [200, 200, 200]
+
+
+# -- keys made by keys (issue 13, item 5) --------------------------------------------------------
+
+
+async def minting_key(api: Api, **fields: object) -> ApiKey:
+    """A key of the owner that may issue keys, with `fields` (expiry, rate limit)."""
+    return await create_api_key(api.client, api.tenant, "api_keys:manage", "projects:read", **fields)
+
+
+async def test_a_child_key_inherits_its_parents_expiry_and_rate_limit(api: Api) -> None:
+    parent = await minting_key(api, expires_in_days=5, rate_limit="10/minute")
+    r = await api.issue({"name": "child", "scopes": ["projects:read"]}, parent)
+    assert r.status_code == 201, r.text
+    child = r.json()
+    assert child["expires_at"] == parent.body["expires_at"]
+    assert child["rate_limit"] == "10/minute"
+    assert child["parent_id"] == parent.id
+    assert child["created_by"] == api.tenant.owner.id  # it acts for the same user
+    assert parent.body["parent_id"] is None
+
+
+EXCEEDING = {
+    "longer-expiry": {"expires_in_days": 6},
+    "higher-rate": {"rate_limit": "11/minute"},
+    "higher-rate-other-unit": {"rate_limit": "1/second"},
+    "bigger-burst": {"rate_limit": "20/2minutes"},
+}
+
+
+@pytest.mark.parametrize("fields", EXCEEDING.values(), ids=list(EXCEEDING))
+async def test_a_child_key_cannot_outlive_or_outpace_its_parent(api: Api, fields: dict[str, object]) -> None:
+    parent = await minting_key(api, expires_in_days=5, rate_limit="10/minute")
+    r = await api.issue({"name": "child", "scopes": ["projects:read"], **fields}, parent)
+    assert_problem(r, 403, "key_exceeds_parent")
+    assert [k["id"] for k in (await api.listed())["items"]] == [parent.id]
+
+
+async def test_a_child_key_may_be_narrower_than_its_parent(api: Api) -> None:
+    parent = await minting_key(api, expires_in_days=5, rate_limit="10/minute")
+    body = {"name": "child", "scopes": ["projects:read"], "expires_in_days": 2, "rate_limit": "10/2minutes"}
+    r = await api.issue(body, parent)
+    assert r.status_code == 201, r.text
+    assert r.json()["rate_limit"] == "10/2minutes"
+    assert r.json()["expires_at"] < parent.body["expires_at"]
+
+
+async def test_a_key_minted_by_an_unlimited_key_owes_it_nothing(api: Api) -> None:
+    parent = await minting_key(api)
+    body = {"name": "child", "scopes": ["projects:read"], "expires_in_days": 30, "rate_limit": "5/minute"}
+    r = await api.issue(body, parent)
+    assert r.status_code == 201, r.text
+    assert (r.json()["rate_limit"], r.json()["parent_id"]) == ("5/minute", parent.id)
+
+
+async def test_revoking_a_key_revokes_its_descendants_at_once(api: Api) -> None:
+    parent = await minting_key(api)
+    r = await api.issue({"name": "child", "scopes": ["api_keys:manage", "projects:read"]}, parent)
+    assert r.status_code == 201, r.text
+    child = ApiKey(r.json()["id"], r.json()["key"], r.json()["prefix"], r.json())
+    r = await api.issue({"name": "grandchild", "scopes": ["projects:read"]}, child)
+    assert r.status_code == 201, r.text
+    grandchild = ApiKey(r.json()["id"], r.json()["key"], r.json()["prefix"], r.json())
+    bystander = await create_api_key(api.client, api.tenant, "projects:read")
+    for key in (child, grandchild, bystander):  # authenticated once: now in the read cache
+        assert (await api.projects(key)).status_code == 200
+    assert (await api.revoke(parent.id)).status_code == 204
+    for key in (parent, child, grandchild):
+        assert_invalid_token(await api.projects(key), api.tenant.slug)
+    assert (await api.projects(bystander)).status_code == 200
+    assert [k["id"] for k in (await api.listed())["items"]] == [bystander.id]
+    revoked = [e["target"]["id"] for e in (await api.events("api_key.revoked")).json()["items"]]
+    assert sorted(revoked) == sorted([parent.id, child.id, grandchild.id])

@@ -31,7 +31,11 @@ async def create_key(
     origin: OriginDep,
     response: Response,
 ) -> ApiKeyCreated:
-    """Issues a key with scopes the caller holds; the key is shown only in this answer."""
+    """Issues a key with scopes the caller holds; the key is shown only in this answer.
+
+    Issued by a key, it stays within that key: its scopes, expiry and rate limit (403
+    `key_exceeds_parent`), and it is revoked with it.
+    """
     key, full_key = await service.create_key(
         session=session,
         box=runtime.box,
@@ -39,11 +43,11 @@ async def create_key(
         name=body.name,
         scopes=list(body.scopes),
         grantor=principal.permissions,
-        created_by=principal.user_id
-        or await service.creator_of(session=session, key_id=principal.api_key_id),
+        created_by=principal.user_id,  # a key's child acts for the key's creator instead
         expires_in_days=body.expires_in_days,
         rate_limit=body.rate_limit,
         origin=origin,
+        parent_id=principal.api_key_id,
     )
     response.headers.update(NO_STORE)
     return ApiKeyCreated(**ApiKeyRead.of(key).model_dump(), key=full_key)

@@ -36,7 +36,10 @@ class ApiKeyRead(BaseModel):
     prefix: str
     scopes: list[str]
     rate_limit: str | None
+    # The user the key acts for; None for keys of the CLI's lineage.
     created_by: uuid.UUID | None
+    # The key that issued this one (None: issued by a user or the CLI).
+    parent_id: uuid.UUID | None
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
@@ -50,6 +53,7 @@ class ApiKeyRead(BaseModel):
             scopes=list(key.scopes),
             rate_limit=key.rate_limit,
             created_by=key.created_by,
+            parent_id=key.parent_id,
             created_at=key.created_at,
             expires_at=key.expires_at,
             last_used_at=key.last_used_at,

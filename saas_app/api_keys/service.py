@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from limits import parse as parse_limit
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from saas_app.api_keys.models import ApiKey
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.core.errors import NotFound
+from saas_app.core.errors import Forbidden, NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.core.readcache import ReadCache, read_through, version_of
 from saas_app.rbac import service as rbac
@@ -44,6 +45,44 @@ class ApiKeyNotFound(NotFound):
     title = "API key not found"
 
 
+class KeyExceedsParent(Forbidden):
+    code = "key_exceeds_parent"
+    title = "A key cannot issue a key that outlives or outpaces it"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a new key may do besides its scopes: when it expires and how fast it may go."""
+
+    expires_at: datetime | None
+    rate_limit: str | None
+
+
+def no_looser(child: str, parent: str) -> bool:
+    """Whether rate limit `child` admits no more than `parent`: no bigger burst (requests
+    per window) and no higher rate (requests per second), whatever the windows' units."""
+    c, p = parse_limit(child), parse_limit(parent)
+    return c.amount <= p.amount and c.amount * p.get_expiry() <= p.amount * c.get_expiry()
+
+
+def clip_to_parent(wanted: Limits, parent: ApiKey) -> Limits:
+    """A child inherits what it leaves unset and may ask for less, never more: a key must
+    not mint an escape from its own expiry or rate limit (issue 13, item 5)."""
+    expires_at = wanted.expires_at or parent.expires_at
+    if parent.expires_at is not None and expires_at is not None and expires_at > parent.expires_at:
+        raise KeyExceedsParent(
+            f"The issuing key expires at {parent.expires_at.isoformat()}; ask for no later."
+        )
+    rate_limit = wanted.rate_limit or parent.rate_limit
+    if (
+        parent.rate_limit is not None
+        and rate_limit is not None
+        and not no_looser(rate_limit, parent.rate_limit)
+    ):
+        raise KeyExceedsParent(f"The issuing key is limited to {parent.rate_limit}; ask for no more.")
+    return Limits(expires_at=expires_at, rate_limit=rate_limit)
+
+
 async def create_key(
     *,
     session: AsyncSession,
@@ -56,10 +95,28 @@ async def create_key(
     expires_in_days: int | None,
     rate_limit: str | None,
     origin: Origin,
+    parent_id: uuid.UUID | None = None,
 ) -> tuple[ApiKey, str]:
-    """Issues a key whose scopes the grantor holds (None: the CLI); returns it and the key."""
+    """Issues a key whose scopes the grantor holds (None: the CLI); returns it and the key.
+
+    A key issued by a key (`parent_id`) acts for the parent's creator and is clipped to
+    the parent: scopes within its scopes, expiry and rate limit no looser than its own.
+    """
     if grantor is not None:
         rbac.ensure_grantable(scopes, grantor)
+    limits = Limits(
+        expires_at=origin.now + timedelta(days=expires_in_days) if expires_in_days else None,
+        rate_limit=rate_limit,
+    )
+    if parent_id is not None:
+        parent = await session.scalar(
+            select(ApiKey).where(ApiKey.id == parent_id, ApiKey.tenant_id == tenant_id)
+        )
+        if parent is None:  # the caller authenticated with it a moment ago
+            raise ApiKeyNotFound()
+        rbac.ensure_grantable(scopes, frozenset(parent.scopes))
+        limits = clip_to_parent(limits, parent)
+        created_by = parent.created_by
     for _ in range(3):  # a 64-bit prefix collision is astronomically rare, but not impossible
         full_key, parts = key_format.new_key()
         key = ApiKey(
@@ -69,9 +126,10 @@ async def create_key(
             secret_hash=box.keyed_digest(parts.secret),
             scopes=ordered(set(scopes)),
             created_by=created_by,
-            rate_limit=rate_limit,
+            parent_id=parent_id,
+            rate_limit=limits.rate_limit,
             created_at=origin.now,
-            expires_at=origin.now + timedelta(days=expires_in_days) if expires_in_days else None,
+            expires_at=limits.expires_at,
         )
         try:
             async with session.begin_nested():
@@ -88,16 +146,14 @@ async def create_key(
         action="api_key.created",
         origin=origin,
         target=Ref("api_key", key.id),
-        details={"name": name, "prefix": f"sk_{key.prefix}", "scopes": key.scopes},
+        details={
+            "name": name,
+            "prefix": f"sk_{key.prefix}",
+            "scopes": key.scopes,
+            "parent_id": str(parent_id) if parent_id else None,
+        },
     )
     return key, full_key
-
-
-async def creator_of(*, session: AsyncSession, key_id: uuid.UUID | None) -> uuid.UUID | None:
-    """The user a key acts for: a key made by a key inherits its creator (its ceiling)."""
-    if key_id is None:
-        return None
-    return await session.scalar(select(ApiKey.created_by).where(ApiKey.id == key_id))
 
 
 async def list_keys(
@@ -113,21 +169,40 @@ async def list_keys(
 async def revoke_key(
     *, session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID, origin: Origin
 ) -> None:
-    """Revokes a key: the very next request with it is 401."""
+    """Revokes a key and every key issued under it, in this transaction: the very next
+    request with any of them is 401 (the commit moves the read cache's version)."""
     key = await session.scalar(
         select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
     )
     if key is None:
         raise ApiKeyNotFound()
-    key.revoked_at = origin.now
-    await audit.record(
-        session=session,
-        tenant_id=tenant_id,
-        action="api_key.revoked",
-        origin=origin,
-        target=Ref("api_key", key.id),
-        details={"name": key.name, "prefix": f"sk_{key.prefix}"},
-    )
+    for revoked in [key, *await _descendants(session, tenant_id, key.id)]:
+        if revoked.revoked_at is not None:
+            continue
+        revoked.revoked_at = origin.now
+        details = {"name": revoked.name, "prefix": f"sk_{revoked.prefix}"}
+        if revoked is not key:
+            details["with"] = str(key.id)  # revoked because an ancestor was
+        await audit.record(
+            session=session,
+            tenant_id=tenant_id,
+            action="api_key.revoked",
+            origin=origin,
+            target=Ref("api_key", revoked.id),
+            details=details,
+        )
+
+
+async def _descendants(session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID) -> list[ApiKey]:
+    """Every key issued under `key_id`, children first, one query per generation."""
+    found: list[ApiKey] = []
+    frontier = [key_id]
+    while frontier:
+        stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.parent_id.in_(frontier))
+        generation = list((await session.scalars(stmt)).all())
+        found.extend(generation)
+        frontier = [k.id for k in generation]
+    return found
 
 
 @dataclass(frozen=True, slots=True)

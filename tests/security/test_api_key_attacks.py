@@ -280,6 +280,35 @@ async def test_cli_prints_only_a_key_that_has_exactly_its_scopes(
     assert (item["name"], item["created_by"], key.startswith(item["prefix"] + "_")) == ("ci", None, True)
 
 
+async def test_a_key_minted_by_a_cli_key_names_its_parent(
+    client: AsyncClient, tenant: TenantCtx, cli: Callable[..., Awaitable[Run]]
+) -> None:
+    """A CLI key has no creator; its children must still show where they came from, stay
+    within its scopes and die with it (issue 13, item 5)."""
+    run = await cli("--tenant", tenant.slug, "--name", "ci", "--scopes", "api_keys:manage,projects:read")
+    assert run.returncode == 0, run.stderr
+    parent = {"X-API-Key": run.stdout.strip()}
+    wider = {"name": "wider", "scopes": ["projects:write"]}
+    r = await client.post(tenant.path("/api-keys"), json=wider, headers=parent)
+    assert r.status_code == 403, r.text
+    r = await client.post(
+        tenant.path("/api-keys"), json={"name": "child", "scopes": ["projects:read"]}, headers=parent
+    )
+    assert r.status_code == 201, r.text
+    child = r.json()
+    listed = (await client.get(tenant.path("/api-keys"), headers=tenant.owner.headers)).json()["items"]
+    (ci,) = [k for k in listed if k["name"] == "ci"]
+    assert (child["created_by"], child["parent_id"]) == (None, ci["id"])
+    assert (
+        await client.get(tenant.path("/projects"), headers={"X-API-Key": child["key"]})
+    ).status_code == 200
+    revoked = await client.delete(tenant.path(f"/api-keys/{ci['id']}"), headers=tenant.owner.headers)
+    assert revoked.status_code == 204, revoked.text
+    assert (
+        await client.get(tenant.path("/projects"), headers={"X-API-Key": child["key"]})
+    ).status_code == 401
+
+
 CLI_FAILURES: dict[str, Callable[[TenantCtx], list[str]]] = {
     "unknown-scope": lambda t: ["--tenant", t.slug, "--name", "ci", "--scopes", "projects:read,root"],
     "no-scope": lambda t: ["--tenant", t.slug, "--name", "ci", "--scopes", ","],
