@@ -87,7 +87,9 @@ async def spent(*, session: AsyncSession, tenant: TenantInfo, code: str) -> Logi
     return found
 
 
-async def end_unused(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> int:
+async def end_unused(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> int:
     """Spends every live code of the user without opening a session; returns how many.
 
     A code ended this way is refused like any spent one, and its replay revokes nothing

@@ -160,7 +160,8 @@ async def reset_mfa(
     ensure_human(principal)
     if user_id == principal.user_id:
         raise OwnMfaReset(
-            "Use DELETE /t/{tenant}/users/me/mfa/totp with a current or recovery code to turn your own MFA off."
+            f"Turn your own MFA off with DELETE /t/{principal.tenant_slug}/users/me/mfa/totp"
+            " and a current or recovery code."
         )
     ensure_recent_login(principal, origin.now, "Log in again: this needs a login of the last 10 minutes.")
     user = await users.get_user(session=session, tenant_id=principal.tenant_id, user_id=user_id)

@@ -326,7 +326,9 @@ async def close_challenge(*, session: AsyncSession, token: str, now: datetime) -
     return getattr(await session.execute(stmt), "rowcount", 0) == 1
 
 
-async def end_challenges(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> int:
+async def end_challenges(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> int:
     """Closes every live challenge of the user, login and enrolment kinds; returns how many."""
     stmt = (
         update(MfaChallenge)
