@@ -79,7 +79,7 @@ PUBLIC = {
 USER_READ = {"id", "email", "full_name", "roles", "permissions", "is_active", "mfa_enabled", "identities"}
 USER_READ |= {"created_at"}
 API_KEY_READ = {"id", "name", "prefix", "scopes", "rate_limit", "created_by", "created_at", "expires_at"}
-API_KEY_READ |= {"last_used_at"}
+API_KEY_READ |= {"last_used_at", "parent_id"}  # parent_id: the key that issued it (docs/api.md)
 
 
 def tenant_routes(s: Scene) -> set[str]:
