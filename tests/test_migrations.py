@@ -99,7 +99,7 @@ async def test_0008_folds_stored_addresses_and_reports_clashes(
     fresh_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = alembic_config(fresh_url)
-    await _run(command.upgrade, config, "0006")
+    await _run(command.upgrade, config, "0007")
     tenants = {"a": uuid.uuid4(), "b": uuid.uuid4()}
     users = {name: uuid.uuid4() for name in LEGACY_ROWS}
     now = datetime.now(UTC)
