@@ -23,7 +23,7 @@ from saas_app.core.errors import DomainError, Forbidden, PermissionDenied, Unaut
 from saas_app.core.readcache import read_through
 from saas_app.mfa import service as mfa
 from saas_app.rbac.permissions import CATALOGUE
-from saas_app.runtime import ClientIPDep, NowDep, Runtime, SessionDep, cache_memo, ip_of, now_of, runtime_of
+from saas_app.runtime import ClientIPDep, NowDep, Runtime, SessionDep, auth_memo, ip_of, now_of, runtime_of
 from saas_app.security.tokens import InvalidToken
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep, tenant_info
@@ -99,17 +99,18 @@ async def current_principal(request: Request, tenant: str) -> Principal:
 
 async def _authenticate(request: Request, tenant: str) -> Principal:
     runtime = runtime_of(request)
-    info = await tenant_info(runtime, tenant)
+    memo = auth_memo(request)  # one change-signal read for the tenant and the credential
+    info = await tenant_info(runtime, tenant, memo)
     now = now_of(request)
     token = bearer_token(request)
     api_key = request.headers.get("x-api-key")
     if api_key is not None:
         if token is not None:
             raise AmbiguousCredentials()
-        return await key_principal(request, info, runtime, now, api_key)
+        return await key_principal(request, info, runtime, now, api_key, memo)
     if token is None:
         raise Unauthorized("Authentication required.", presented=False)
-    return await token_principal(runtime, info, token, now, cache_memo(request))
+    return await token_principal(runtime, info, token, now, memo)
 
 
 async def token_principal(
@@ -148,7 +149,12 @@ async def token_principal(
 
 
 async def key_principal(
-    request: Request, tenant: TenantInfo, runtime: Runtime, now: datetime, presented: str
+    request: Request,
+    tenant: TenantInfo,
+    runtime: Runtime,
+    now: datetime,
+    presented: str,
+    memo: MutableMapping[str, Any] | None = None,
 ) -> Principal:
     """An API key of this tenant, live, with its scopes clipped to its creator's rights."""
     auth, dead = await api_keys.authenticate(
@@ -158,7 +164,7 @@ async def key_principal(
         tenant_id=tenant.id,
         presented=presented,
         now=now,
-        memo=cache_memo(request),
+        memo=memo,
     )
     if auth is None:
         if dead is not None:

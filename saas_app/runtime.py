@@ -23,7 +23,6 @@ from saas_app.core.readcache import ReadCache, data_version_for
 from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
 from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
-from saas_app.tenancy.cache import TenantCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,6 @@ class Runtime:
     access_tokens: AccessTokens
     limiter: RateLimiter
     lifetimes: Lifetimes
-    tenants: TenantCache
     box: SecretBox
     signed: SignedValues
     http: httpx.AsyncClient  # outbound calls (GitHub), with timeouts; closed at shutdown
@@ -67,7 +65,6 @@ class Runtime:
                 absolute=timedelta(days=settings.REFRESH_TOKEN_TTL_DAYS),
                 idle=timedelta(days=settings.SESSION_IDLE_DAYS),
             ),
-            tenants=TenantCache(settings.TENANT_CACHE_SECONDS),
             box=SecretBox(settings.ENCRYPTION_KEY),
             signed=SignedValues(keys, settings),
             http=httpx.AsyncClient(
@@ -130,6 +127,20 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def cache_memo(request: Request) -> MutableMapping[str, Any] | None:
     """Where a read-only request keeps its read-cache version (see `read_through`)."""
     return request.scope if request.method in SAFE_METHODS else None
+
+
+AUTH_MEMO = "saas_app.auth_memo"  # an unsafe request's version, for its dependencies only
+
+
+def auth_memo(request: Request) -> MutableMapping[str, Any]:
+    """Where the tenant lookup and the authentication of a request keep the read-cache
+    version they share: one change-signal read for both. Both run as dependencies, before
+    the route writes anything; an unsafe request's route body never sees this memo (it
+    must read fresh after its own writes, see `read_through`)."""
+    if request.method in SAFE_METHODS:
+        return request.scope
+    memo: MutableMapping[str, Any] = request.scope.setdefault(AUTH_MEMO, {})
+    return memo
 
 
 @asynccontextmanager

@@ -10,10 +10,20 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
+from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
 from saas_app.core.readcache import NoDataVersion, ReadCache
+from saas_app.tenancy import service as tenancy_service
 from tests.conftest import ON_POSTGRES
-from tests.factories import add_member, create_api_key, create_tenant
+from tests.factories import (
+    add_member,
+    create_api_key,
+    create_tenant,
+    enable_mfa,
+    login,
+    login_with_otp,
+    token,
+)
 
 
 @pytest.fixture
@@ -179,3 +189,57 @@ async def test_on_postgres_a_refused_write_leaves_the_epoch(client: AsyncClient)
     assert middle is not None
     assert middle > before
     assert await _epoch(client) == middle
+
+
+async def test_mfa_required_through_another_worker_applies_to_the_next_login(
+    workers: tuple[AsyncClient, AsyncClient], clock: FrozenClock
+) -> None:
+    """Issue 13 item 4: a tenant's security policy reaches every worker at once, as a
+    revocation does; no worker keeps issuing password-only tokens from a stale copy."""
+    first, second = workers
+    tenant = await create_tenant(first)
+    member = await add_member(first, tenant)
+    authenticator = await enable_mfa(first, tenant, tenant.owner, clock)
+    owner = await login_with_otp(first, tenant.slug, tenant.owner.email, authenticator)
+    await login(second, tenant.slug, member.email)  # the second worker now knows the tenant
+    required = await first.patch(tenant.path(), json={"mfa_required": True}, headers=owner.headers)
+    assert required.status_code == 200, required.text
+    response = await token(
+        second, tenant.slug, grant_type="password", username=member.email, password=member.password
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["error"] == "mfa_enrollment_required"
+    assert "access_token" not in response.json()
+
+
+async def test_a_bearer_request_reads_the_change_signal_once_and_the_tenant_from_cache(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tenant is cached under the same change signal as the session: a warm bearer
+    request reads the signal once (tenant and session share it) and loads no tenant."""
+    tenant = await create_tenant(client)
+    assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
+    cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
+    signal = cache._data_version
+    reads = loads = 0
+    read_signal, load_tenant = signal.current, tenancy_service.get_by_slug
+
+    async def counted_read() -> int | None:
+        nonlocal reads
+        reads += 1
+        return await read_signal()
+
+    async def counted_load(**kwargs: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        return await load_tenant(**kwargs)
+
+    monkeypatch.setattr(signal, "current", counted_read)
+    monkeypatch.setattr(tenancy_service, "get_by_slug", counted_load)
+    for method in ("GET", "POST"):  # POST: logout, after which the session is gone
+        reads = loads = 0
+        path = "/users/me" if method == "GET" else "/auth/logout"
+        warm = await client.request(method, tenant.path(path), headers=tenant.owner.headers)
+        assert warm.status_code in (200, 204), warm.text
+        assert reads == 1
+        assert loads == 0

@@ -96,8 +96,6 @@ class Settings(BaseSettings):
     OAUTH_ALLOWED_REDIRECTS: Annotated[list[str], NoDecode] = []
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
 
-    TENANT_CACHE_SECONDS: float = Field(default=5.0, ge=0)
-
     RATE_LIMITS_ENABLED: bool = True
     # Redis down: true = count in process memory (and warn); false = answer 503.
     RATE_LIMIT_FAIL_OPEN: bool = True

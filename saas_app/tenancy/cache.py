@@ -1,8 +1,15 @@
-"""A brief in-process cache of tenants by slug: every tenant route resolves its slug."""
+"""The tenant as every tenant route sees it, cached in the exact read cache.
+
+Cached kind: `TenantInfo`, key `("tenant", slug)`, in `Runtime.cache` (saas_app/core/
+readcache.py). It depends on the tenant's row only, and is evicted by any committed change
+to the database (SQLite `data_version`, PostgreSQL `cache_epoch`), so a policy such as
+`mfa_required` reaches every worker on its very next request, as a revocation does. No
+fixed time-to-live: a cache deciding who may do what must never be stale (issue 13 item 4;
+ASVS 5.0 V8.3.1, authorisation rules enforced at a trusted layer on current data).
+"""
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,23 +35,6 @@ class TenantInfo:
         )
 
 
-class TenantCache:
-    """Positive entries only (a new tenant resolves at once); changes made through this
-    process invalidate at once, other processes see them within `ttl_seconds`."""
-
-    def __init__(self, ttl_seconds: float) -> None:
-        self._ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, TenantInfo]] = {}
-
-    def get(self, slug: str) -> TenantInfo | None:
-        entry = self._entries.get(slug)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, tenant: TenantInfo) -> None:
-        if self._ttl > 0:
-            self._entries[tenant.slug] = (time.monotonic() + self._ttl, tenant)
-
-    def invalidate(self, slug: str) -> None:
-        self._entries.pop(slug, None)
+def cache_key(slug: str) -> tuple[str, str]:
+    """The read-cache key of a tenant (see the module docstring for what evicts it)."""
+    return ("tenant", slug)

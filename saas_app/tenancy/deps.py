@@ -1,35 +1,44 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import MutableMapping
+from typing import Annotated, Any
 
 from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
-from saas_app.runtime import Runtime, runtime_of
+from saas_app.core.readcache import read_through
+from saas_app.runtime import Runtime, auth_memo, runtime_of
 from saas_app.tenancy import service
-from saas_app.tenancy.cache import TenantInfo
+from saas_app.tenancy.cache import TenantInfo, cache_key
 from saas_app.tenancy.schemas import SLUG_PATTERN
 
 SLUG = re.compile(SLUG_PATTERN)
 
 
-async def tenant_info(runtime: Runtime, slug: str) -> TenantInfo:
+async def tenant_info(
+    runtime: Runtime, slug: str, memo: MutableMapping[str, Any] | None = None
+) -> TenantInfo:
     """Resolves a path's slug (404 when unknown or malformed), outside the request's
-    transaction so that no lock is taken before the route needs one."""
+    transaction so that no lock is taken before the route needs one.
+
+    Read through the exact read cache: the version `memo` already holds is reused, so a
+    request that also authenticates checks the change signal once, not twice."""
     if not SLUG.fullmatch(slug):
         raise service.TenantNotFound()
-    cached = runtime.tenants.get(slug)
-    if cached is not None:
-        return cached
-    async with runtime.session_factory() as session:
-        info = TenantInfo.of(await service.get_by_slug(session=session, slug=slug))
-    runtime.tenants.put(info)
+
+    async def load(session: AsyncSession) -> TenantInfo:
+        return TenantInfo.of(await service.get_by_slug(session=session, slug=slug))
+
+    info = await read_through(runtime.cache, runtime.session_factory, cache_key(slug), TenantInfo, load, memo)
+    if info is None:  # `load` raises rather than return None; kept for the type checker
+        raise service.TenantNotFound()
     return info
 
 
 async def resolve_tenant(request: Request, tenant: str) -> TenantInfo:
-    return await tenant_info(runtime_of(request), tenant)
+    return await tenant_info(runtime_of(request), tenant, auth_memo(request))
 
 
 TenantDep = Annotated[TenantInfo, Depends(resolve_tenant)]

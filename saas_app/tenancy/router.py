@@ -71,5 +71,4 @@ async def update_tenant(
         mfa_required=body.mfa_required,
         origin=origin,
     )
-    runtime.tenants.invalidate(tenant.slug)
     return TenantRead.model_validate(updated, from_attributes=True)

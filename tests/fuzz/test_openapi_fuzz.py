@@ -174,9 +174,9 @@ def stateful_stats() -> Stats:
 def test_stateful_tenant_workflows(
     make_settings: Callable[..., Settings], database_url: str, clock: FrozenClock, stateful_stats: Stats
 ) -> None:
-    # No tenant cache: every scenario starts from an empty database, where an old slug may
-    # name a new tenant.
-    settings_ = make_settings(**fuzz_overrides(), TENANT_CACHE_SECONDS=0)
+    # Every scenario starts from an empty database, where an old slug may name a new
+    # tenant: the tenant cache is evicted by the wipe's change of the data version.
+    settings_ = make_settings(**fuzz_overrides())
     app = create_app(settings_, clock=clock, http_transport=httpx.MockTransport(no_github))
 
     class TenantWorkflows(stateful_schema.as_state_machine()):  # type: ignore[misc]
