@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
+from urllib.parse import quote, urlencode
 
 import pyotp
 import segno
@@ -24,9 +25,20 @@ def new_secret() -> str:
 
 
 def provisioning_uri(secret: str, *, account: str, issuer: str) -> str:
-    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(
-        name=account, issuer_name=issuer
-    )
+    """The otpauth:// URI of Google's "Key Uri Format": `otpauth://totp/{label}?secret=...
+    &issuer=...`, with `issuer=` carrying the tenant's name unchanged.
+
+    The format's label is `issuer:account`, where neither part may contain a colon, and a
+    prefix present beside `issuer=` must equal it. A tenant name with a colon therefore
+    leaves the prefix out (apps then show `issuer=`); every label character outside the
+    unreserved set is percent-encoded, `/` included, so the label stays one path segment
+    (pyotp's own builder leaves `/` raw).
+    """
+    label = quote(account, safe="")
+    if ":" not in issuer:
+        label = f"{quote(issuer, safe='')}:{label}"
+    query = urlencode({"secret": secret, "issuer": issuer}, quote_via=quote)
+    return f"otpauth://totp/{label}?{query}"
 
 
 def qr_svg(uri: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pyotp
 import pytest
 from httpx import AsyncClient, Response
 
@@ -120,6 +121,32 @@ async def test_enrolment_returns_a_secret_an_otpauth_uri_and_an_svg_qr_code(
     assert query["secret"] == [body["secret"]]
     assert query["issuer"] == [f"Tenant {tenant.slug}"]
     assert body["qr_svg"].startswith("<svg")
+
+
+TENANT_NAMES = ["A:B/C & Co", "Ünïcode", "50% off?#x=1", "Acme"]
+
+
+@pytest.mark.parametrize("name", TENANT_NAMES)
+async def test_the_otpauth_uri_follows_the_key_uri_format_for_any_tenant_name(
+    client: AsyncClient, tenant: TenantCtx, name: str
+) -> None:
+    """Issue 13 item 15 (Google "Key Uri Format"): the label is one path segment, neither
+    its issuer prefix nor its account name has a colon, and a prefix equals `issuer=`."""
+    renamed = await client.patch(tenant.path(), json={"name": name}, headers=tenant.owner.headers)
+    assert renamed.status_code == 200, renamed.text
+    response = await start(client, tenant, tenant.owner.headers)
+    assert response.status_code == 200, response.text
+    uri = response.json()["otpauth_uri"]
+    parsed = pyotp.parse_uri(uri)  # a real client's parser
+    assert (parsed.issuer, parsed.name) == (name, tenant.owner.email)
+    assert parsed.secret == response.json()["secret"]
+    label = urlsplit(uri).path.removeprefix("/")
+    assert "/" not in label  # a raw slash would split the label into path segments
+    # Apps that decode the label, then split it at its first colon, must find the account.
+    prefix, _, account = unquote(label).rpartition(":")
+    assert account == tenant.owner.email
+    assert ":" not in prefix
+    assert prefix in ("", name)  # a prefix, when present, is the issuer itself
 
 
 async def test_enrolment_stays_pending_until_confirmed(client: AsyncClient, tenant: TenantCtx) -> None:
