@@ -53,6 +53,13 @@ class SlowDown(OAuthError):
         super().__init__("Too many attempts; retry later.", headers={"Retry-After": str(max(1, retry_after))})
 
 
+class RefreshSlowDown(SlowDown):
+    """A session over REFRESH_RATE_LIMIT. Rolls back: the presented refresh token was
+    already retired in this transaction and must stay usable for the retry."""
+
+    keep_changes = False
+
+
 class MfaRequired(OAuthError):
     """The password was right; a second factor must follow (403 with an `mfa_token`)."""
 

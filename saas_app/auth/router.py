@@ -132,12 +132,13 @@ async def token(
     origin: AnonymousOriginDep,
 ) -> JSONResponse:
     """OAuth 2.0 token endpoint (password and refresh_token grants)."""
-    try:
-        await runtime.limiter.enforce("token", runtime.settings.LOGIN_RATE_LIMIT, ip)
-    except RateLimited as exc:
-        raise SlowDown(exc.retry_after) from exc
     form = await read_form(request)
     grant_type = field(form, "grant_type")
+    if grant_type != "refresh_token":  # refresh is limited per session, in its service
+        try:
+            await runtime.limiter.enforce("token", runtime.settings.LOGIN_RATE_LIMIT, ip)
+        except RateLimited as exc:
+            raise SlowDown(exc.retry_after) from exc
     if grant_type == "password":
         grant = await service.password_grant(
             session=session,

@@ -13,6 +13,7 @@ from saas_app.auth.errors import (
     BAD_CREDENTIALS,
     InvalidGrant,
     InvalidScope,
+    RefreshSlowDown,
     SlowDown,
 )
 from saas_app.auth.issuance import (
@@ -37,6 +38,8 @@ from saas_app.users import service as users
 from saas_app.users.models import User
 
 FAILURE_BUCKET = "login_failures"
+REFRESH_BUCKET = "refresh"  # per session
+REFRESH_FAILURE_BUCKET = "refresh_failures"  # per client IP
 
 
 class InvalidPassword(DomainError):
@@ -159,8 +162,18 @@ async def refresh_grant(
     scope: str | None,
     origin: Origin,
 ) -> TokenGrant:
-    """RFC 6749 §6 with rotation; reuse of a retired token revokes the session (RFC 9700 §4.14.2)."""
+    """RFC 6749 §6 with rotation; reuse of a retired token revokes the session (RFC 9700 §4.14.2).
+
+    Throttled per session (REFRESH_RATE_LIMIT), not per IP like password guessing: one
+    proxy may refresh for many users. Tokens that match no live session are counted per
+    IP in a bucket of their own (they are guesses or replays)."""
     requested = parse_scope(scope)
+    limiter, limits = runtime.limiter, runtime.settings
+    ip = origin.ip or "unknown"
+    if not await limiter.allows(REFRESH_FAILURE_BUCKET, limits.LOGIN_RATE_LIMIT, ip):
+        # A full bucket refuses the hit without counting it; the hit tells how long to wait.
+        refused = await limiter.hit(REFRESH_FAILURE_BUCKET, limits.LOGIN_RATE_LIMIT, ip)
+        raise SlowDown(refused.retry_after)
     rotation = await sessions.rotate(
         session=session,
         tenant_id=tenant.id,
@@ -178,8 +191,12 @@ async def refresh_grant(
             origin=origin,
         )
     if rotation.new_token is None or rotation.login is None:
+        await limiter.hit(REFRESH_FAILURE_BUCKET, limits.LOGIN_RATE_LIMIT, ip)
         raise InvalidGrant(BAD_CREDENTIALS)
     login = rotation.login
+    verdict = await limiter.hit(REFRESH_BUCKET, limits.REFRESH_RATE_LIMIT, str(login.id))
+    if not verdict.allowed:
+        raise RefreshSlowDown(verdict.retry_after)
     user = await users.get_user(session=session, tenant_id=tenant.id, user_id=login.user_id)
     if not user.is_active:
         raise InvalidGrant(BAD_CREDENTIALS)

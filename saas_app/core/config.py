@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # Redis down: true = count in process memory (and warn); false = answer 503.
     RATE_LIMIT_FAIL_OPEN: bool = True
     LOGIN_RATE_LIMIT: str = "10/minute"
+    # Refresh grants per session (not per IP: one proxy refreshes for many users).
+    REFRESH_RATE_LIMIT: str = "60/minute"
     LOGIN_FAILURE_LIMIT: str = "5/15minutes"
     REGISTER_RATE_LIMIT: str = "5/minute"
     MFA_FAILURE_LIMIT: str = "10/15minutes"
@@ -121,7 +123,13 @@ class Settings(BaseSettings):
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("LOGIN_RATE_LIMIT", "LOGIN_FAILURE_LIMIT", "REGISTER_RATE_LIMIT", "MFA_FAILURE_LIMIT")
+    @field_validator(
+        "LOGIN_RATE_LIMIT",
+        "REFRESH_RATE_LIMIT",
+        "LOGIN_FAILURE_LIMIT",
+        "REGISTER_RATE_LIMIT",
+        "MFA_FAILURE_LIMIT",
+    )
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         from limits import parse  # noqa: PLC0415 (keep settings import-light)

@@ -78,6 +78,12 @@ class RateLimiter:
         stats = await self._call("get_window_stats", item, bucket, *keys)
         return Verdict(False, max(1, math.ceil(stats.reset_time - time.time())))
 
+    async def allows(self, bucket: str, limit: str, *keys: str) -> bool:
+        """Whether the bucket has a slot left, without taking it."""
+        if not self.enabled:
+            return True
+        return bool(await self._call("test", self._item(limit), bucket, *keys))
+
     async def enforce(self, bucket: str, limit: str, *keys: str) -> None:
         """Takes one slot or raises RateLimited (429 with Retry-After)."""
         verdict = await self.hit(bucket, limit, *keys)
