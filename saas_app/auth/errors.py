@@ -7,7 +7,9 @@ from typing import Any, ClassVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+from saas_app.core.errors import NO_STORE, oauth_error_body
+
+__all__ = ["NO_STORE"]
 
 
 class OAuthError(Exception):
@@ -22,7 +24,7 @@ class OAuthError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.error, "error_description": self.description}
+        return oauth_error_body(self.status, self.description, self.error)
 
 
 class InvalidRequest(OAuthError):

@@ -66,6 +66,10 @@ class TokenResponse(BaseModel):
     scope: str
 
 
+# The OAuth endpoints answer every refusal in RFC 6749 §5.2 form, those of the tenant lookup
+# (404) and of the size limits (413, 414, 431) included (saas_app/core/errors.py).
+OAUTH_REFUSALS = oauth_errors(400, 404, 413, 414, 431)
+
 REVOKE_FORM = _form_body({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
@@ -121,7 +125,7 @@ async def register(
     "/token",
     openapi_extra=TOKEN_FORM,
     # 403 is `mfa_required` / `mfa_enrollment_required` (with an `mfa_token`); 429 is `slow_down`.
-    responses={200: {"model": TokenResponse}, **oauth_errors(400, 403, 429)},
+    responses={200: {"model": TokenResponse}, **oauth_errors(403, 429), **OAUTH_REFUSALS},
 )
 async def token(
     request: Request,
@@ -178,7 +182,7 @@ async def token(
     return JSONResponse(grant.body(), headers=NO_STORE)
 
 
-@router.post("/revoke", openapi_extra=REVOKE_FORM, response_class=Response, responses=oauth_errors(400))
+@router.post("/revoke", openapi_extra=REVOKE_FORM, response_class=Response, responses=OAUTH_REFUSALS)
 async def revoke(
     request: Request, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
 ) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -18,6 +19,37 @@ from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("saas_app.errors")
+
+# -- the OAuth endpoints' error form --------------------------------------------------------
+# A client of the token and revocation endpoints (RFC 6749 §3.2, RFC 7009 §2) reads every
+# non-success answer as `{"error", "error_description"}` (RFC 6749 §5.2): a problem
+# document there would be taken for a token. So whatever refuses a request at these paths
+# (the tenant lookup, the router, the size limits, the limiter, an outage) answers in that
+# form; the status stays. Codes: `invalid_request` for anything wrong with the request
+# itself (unknown tenant, method, size, media type), `slow_down` for 429 (the code our
+# token endpoint already uses, after RFC 8628 §3.5), and the codes RFC 6749 §4.1.2.1
+# defines for the server's side, `server_error` and `temporarily_unavailable`.
+OAUTH_ENDPOINT = re.compile(r"/t/[^/]+/auth/(?:token|revoke)/?")
+OAUTH_ERROR_BY_STATUS = {429: "slow_down", 500: "server_error", 503: "temporarily_unavailable"}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
+NOT_IN_DESCRIPTION = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def is_oauth_endpoint(path: str) -> bool:
+    """Whether `path` is a tenant's token or revocation endpoint."""
+    return OAUTH_ENDPOINT.fullmatch(path) is not None
+
+
+def oauth_description(text: str) -> str:
+    """`text` with every character RFC 6749 §5.2 forbids in error_description replaced."""
+    return NOT_IN_DESCRIPTION.sub("?", text) or "Error."
+
+
+def oauth_error_body(status: int, description: str, error: str | None = None) -> dict[str, str]:
+    """An RFC 6749 §5.2 error body; `error` defaults to the code fitting `status`."""
+    code = error or OAUTH_ERROR_BY_STATUS.get(status, "invalid_request")
+    return {"error": code, "error_description": oauth_description(description)}
 
 
 class DomainError(Exception):
@@ -136,18 +168,37 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def answer(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem document, or on the OAuth endpoints their RFC 6749 §5.2 form."""
+    if is_oauth_endpoint(request.url.path):
+        return JSONResponse(
+            oauth_error_body(status, detail), status_code=status, headers={**(headers or {}), **NO_STORE}
+        )
+    return problem(status, code, detail, title=title, headers=headers, **extra)
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = dict(exc.headers)
     challenge = exc.challenge(str(request.path_params.get("tenant", "saas_app")))
     if challenge:
         headers["WWW-Authenticate"] = challenge
-    return problem(exc.status, exc.code, exc.detail, title=exc.title, headers=headers, **exc.extra())
+    return answer(request, exc.status, exc.code, exc.detail, title=exc.title, headers=headers, **exc.extra())
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return problem(
+    return answer(
+        request,
         422,
         "validation_error",
         "The request is not valid.",
@@ -167,7 +218,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # Starlette's Allow names the methods of the first route that matched the path only;
         # RFC 9110 §15.5.6 wants every method the resource supports.
         headers["Allow"] = ", ".join(allowed_methods(request))
-    return problem(exc.status_code, code, detail, headers=headers)
+        if is_oauth_endpoint(request.url.path):
+            detail = "The token and revocation endpoints accept POST only (RFC 6749 section 3.2)."
+    return answer(request, exc.status_code, code, detail, headers=headers)
 
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -203,18 +256,18 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     )
     if sqlstate.startswith(DATA_EXCEPTION):
         logger.warning("database refused a value: sqlstate %s", sqlstate)
-        return problem(
-            422, "validation_error", "The request contains a value that cannot be stored.", errors=[]
+        return answer(
+            request, 422, "validation_error", "The request contains a value that cannot be stored.", errors=[]
         )
     if not lost_connection:
         return await _unexpected(request, exc)
     logger.error("database unavailable: %s", type(exc).__name__)
-    return problem(503, "service_unavailable", "The database is unavailable; retry later.")
+    return answer(request, 503, "service_unavailable", "The database is unavailable; retry later.")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", exc_info=exc)
-    return problem(500, "internal_error", "An unexpected error occurred.")
+    return answer(request, 500, "internal_error", "An unexpected error occurred.")
 
 
 def install_error_handlers(app: FastAPI) -> None:

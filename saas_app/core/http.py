@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from saas_app.core.errors import NO_STORE, is_oauth_endpoint, oauth_error_body
 from saas_app.core.logging import log_request, request_id_of
 
 # PostgreSQL cannot store U+0000 in text (SQLite can): input carrying it is refused everywhere
@@ -81,7 +82,7 @@ class HttpEdge:
         try:
             refusal = self._refuse_request_head(scope)
             if refusal is not None:
-                await _refuse(send_with_headers, refusal)
+                await _refuse(send_with_headers, refusal, scope)
                 return
             await self._pass_on(scope, receive, send_with_headers)
         finally:
@@ -105,7 +106,7 @@ class HttpEdge:
         if declared is not None and not chunked:
             # The server delivers exactly the declared length: checking it is enough.
             if not declared.isdigit() or int(declared) > self.max_body_bytes:
-                await _refuse(send, _too_large(self.max_body_bytes))
+                await _refuse(send, _too_large(self.max_body_bytes), scope)
                 return
             await self.app(scope, receive, send)
         elif chunked:
@@ -124,7 +125,7 @@ class HttpEdge:
                 break
             size += len(message.get("body", b""))
             if size > self.max_body_bytes:
-                await _refuse(send, _too_large(self.max_body_bytes))
+                await _refuse(send, _too_large(self.max_body_bytes), scope)
                 return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
@@ -169,21 +170,28 @@ def _too_large(limit: int) -> Refusal:
     return Refusal(413, "Content Too Large", f"The request body exceeds {limit} bytes.", "payload_too_large")
 
 
-async def _refuse(send: Send, refusal: Refusal) -> None:
-    """A problem+json answer that closes the connection: the rest of the request is unread."""
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": refusal.title,
-            "status": refusal.status,
-            "detail": refusal.detail,
-            "code": refusal.code,
-        }
-    ).encode()
+async def _refuse(send: Send, refusal: Refusal, scope: Scope) -> None:
+    """A problem+json answer (RFC 6749 §5.2 form on the OAuth endpoints, see
+    core/errors.py) that closes the connection: the rest of the request is unread."""
+    media_type = b"application/problem+json"
+    document: dict[str, object] = {
+        "type": "about:blank",
+        "title": refusal.title,
+        "status": refusal.status,
+        "detail": refusal.detail,
+        "code": refusal.code,
+    }
+    extra: list[tuple[bytes, bytes]] = []
+    if is_oauth_endpoint(scope.get("path", "")):
+        media_type = b"application/json"
+        document = dict(oauth_error_body(refusal.status, refusal.detail))
+        extra = [(name.lower().encode(), value.encode()) for name, value in NO_STORE.items()]
+    body = json.dumps(document).encode()
     headers = [
-        (b"content-type", b"application/problem+json"),
+        (b"content-type", media_type),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
+        *extra,
     ]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
