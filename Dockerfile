@@ -21,6 +21,7 @@ ENV ENV=prod \
     DATABASE_URL=sqlite+aiosqlite:////app/data/saas_app.db
 EXPOSE 8000
 
-# Migrations, then uvicorn. --proxy-headers trusts X-Forwarded-For only from
-# FORWARDED_ALLOW_IPS (set it to your load balancer's address).
-CMD ["sh", "-c", "alembic upgrade head && exec uvicorn saas_app.main:app --host 0.0.0.0 --port 8000 --proxy-headers --no-access-log"]
+# `serve` runs the migrations, then uvicorn (as `make run` does). X-Forwarded-For is
+# believed only from FORWARDED_ALLOW_IPS (empty: nobody); set it to your proxy's address.
+# See docs/deployment.md.
+CMD ["python", "-m", "saas_app", "serve", "--host", "0.0.0.0", "--port", "8000"]

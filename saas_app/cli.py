@@ -101,7 +101,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        proxy_headers=True,
+        # Passed explicitly: uvicorn's own default trusts X-Forwarded-For from 127.0.0.1,
+        # so anything on the host could pick its IP for the per-IP limits (ASVS 5.0 V4.1.3).
+        proxy_headers=bool(settings.FORWARDED_ALLOW_IPS),
+        forwarded_allow_ips=list(settings.FORWARDED_ALLOW_IPS),
         access_log=False,  # saas_app logs each request itself, without query strings
         log_config=server_log_config(settings) or LOGGING_CONFIG,
     )

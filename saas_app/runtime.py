@@ -94,7 +94,8 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def ip_of(request: Request) -> str:
-    """The socket peer; uvicorn's --proxy-headers has already applied trusted X-Forwarded-For."""
+    """The socket peer, or the client a trusted proxy names (FORWARDED_ALLOW_IPS, applied
+    by uvicorn in `python -m saas_app serve`)."""
     return request.client.host if request.client else "unknown"
 
 

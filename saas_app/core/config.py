@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
     TENANT_SIGNUP: Literal["open", "closed"] = "open"
     OAUTH_ALLOWED_REDIRECTS: Annotated[list[str], NoDecode] = []
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks,
+    # comma-separated; `*` trusts any). Empty: none, the socket's peer is the client.
+    FORWARDED_ALLOW_IPS: Annotated[list[str], NoDecode] = []
 
     RATE_LIMITS_ENABLED: bool = True
     # Redis down: true = count in process memory (and warn); false = answer 503.
@@ -114,9 +118,23 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
 
-    _split = field_validator("PASSWORD_SCHEMES", "OAUTH_ALLOWED_REDIRECTS", "CORS_ORIGINS", mode="before")(
-        _split_csv
-    )
+    _split = field_validator(
+        "PASSWORD_SCHEMES", "OAUTH_ALLOWED_REDIRECTS", "CORS_ORIGINS", "FORWARDED_ALLOW_IPS", mode="before"
+    )(_split_csv)
+
+    @field_validator("FORWARDED_ALLOW_IPS")
+    @classmethod
+    def _valid_proxies(cls, value: list[str]) -> list[str]:
+        # uvicorn keeps an entry it cannot parse as a literal that no peer ever matches: a
+        # typo would silently trust nobody (or, worse, be taken for a host name). Refuse it.
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry)  # an address is a network of one
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or network") from None
+        return value
 
     @field_validator("PUBLIC_URL", "GITHUB_API_URL")
     @classmethod
