@@ -257,7 +257,12 @@ async def test_a_revoke_request_without_a_token_is_invalid_request(auth: Auth) -
 @pytest.mark.parametrize("route", ["/auth/register", "/auth/token", "/auth/revoke", "/auth/logout"])
 async def test_auth_routes_of_an_unknown_tenant_are_404(client: AsyncClient, route: str) -> None:
     response = await client.post(f"/t/no-such-tenant{route}", data={"token": "x"})
-    assert_problem(response, 404, "tenant_not_found")
+    if route in ("/auth/token", "/auth/revoke"):  # OAuth endpoints: RFC 6749 §5.2 form
+        assert response.status_code == 404, response.text
+        assert response.json() == {"error": "invalid_request", "error_description": "Tenant not found"}
+        assert response.headers["cache-control"] == "no-store"
+    else:
+        assert_problem(response, 404, "tenant_not_found")
 
 
 # -- token endpoint: refresh grant ---------------------------------------------------------
