@@ -396,6 +396,10 @@ def timed(what: str, send: Callable[[], httpx.Response], bound: float = REQUEST_
 
 def assert_unavailable(probe: Probe, code: str = "service_unavailable") -> None:
     assert probe.status == 503, f"{probe.what}: {probe.status} {probe.body}"
+    if "/auth/token" in probe.what:  # an OAuth endpoint: RFC 6749 §5.2 form (issue 13 item 12)
+        assert probe.content_type == "application/json", f"{probe.what}: {probe.content_type}"
+        assert probe.body.get("error") == "temporarily_unavailable", f"{probe.what}: {probe.body}"
+        return
     assert probe.content_type == PROBLEM, f"{probe.what}: {probe.content_type}"
     assert probe.body.get("code") == code, f"{probe.what}: {probe.body}"
     assert probe.body.get("status") == 503
