@@ -396,7 +396,8 @@ def timed(what: str, send: Callable[[], httpx.Response], bound: float = REQUEST_
 
 def assert_unavailable(probe: Probe, code: str = "service_unavailable") -> None:
     assert probe.status == 503, f"{probe.what}: {probe.status} {probe.body}"
-    if "/auth/token" in probe.what:  # an OAuth endpoint: RFC 6749 §5.2 form (issue 13 item 12)
+    if "/auth/token" in probe.what or probe.what.startswith("login"):
+        # The token endpoint answers in RFC 6749 §5.2 form (issue 13 item 12).
         assert probe.content_type == "application/json", f"{probe.what}: {probe.content_type}"
         assert probe.body.get("error") == "temporarily_unavailable", f"{probe.what}: {probe.body}"
         return
@@ -610,7 +611,7 @@ def test_redis_down_falls_back_or_refuses_as_configured(own_redis: OwnRedis, tmp
         assert_unavailable(ready, "not_ready")
         assert ready.body["down"] == ["redis"]
 
-        # RATE_LIMIT_FAIL_OPEN=false: a clear 503 problem, never a 500.
+        # RATE_LIMIT_FAIL_OPEN=false: a clear 503 (temporarily_unavailable), never a 500.
         refused = timed(
             "login, redis down, fail-closed", lambda: password_login(closed_http, *accounts[closed_http])
         )
