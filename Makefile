@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz migrate setup clean test-tools
+.PHONY: run test lint typecheck pytest fuzz migrate setup clean test-tools browser-tools
 
 # The stamp holds a checksum of the requirements, not just a date: a fresh checkout or a
 # branch switch touches requirements*.txt without changing them, and must not reinstall a
@@ -43,10 +43,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy saas_app
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
-
-test: test-tools lint typecheck pytest
 
 # jq runs the README walk-through (tests/test_readme_walkthrough.py); installed only where
 # apt-get can run as root (CI, containers), never with a password prompt; without it that
@@ -57,6 +55,17 @@ test-tools:
 	@if command -v jq >/dev/null; then :; \
 	elif [ "$(CAN_APT)" = yes ]; then $(APT_INSTALL) jq || { $(SUDO) apt-get update && $(APT_INSTALL) jq; }; \
 	else echo "jq not found (and no root for apt-get): the README walk-through test will skip"; fi
+
+# Debian's chromium, for the Swagger UI test in a real browser (tests/test_docs_browser.py;
+# never a browser download). Installed when missing and we are root or have sudo; outside CI
+# a failed install only makes that test skip, under CI=true it fails the build.
+browser-tools:
+	@test -x /usr/bin/chromium || { \
+	  [ "$(CAN_APT)" = yes ] && \
+	  { $(APT_INSTALL) chromium || { $(SUDO) apt-get update && $(APT_INSTALL) chromium; }; }; \
+	} || { [ "$$CI" != true ] && echo "chromium is not installed: the browser test will skip" >&2; }
+
+test: test-tools lint typecheck pytest
 
 # `make fuzz`: the deep schemathesis profile (many more cases per operation, longer stateful
 # runs, more over HTTP); `make test` runs the bounded one. docs/security.md, "Hostile input".

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends
 from starlette.requests import Request
@@ -80,6 +80,24 @@ def bearer_token(request: Request) -> str | None:
 
 
 PRINCIPAL = "saas_app.principal"  # where a request keeps its authenticated principal
+
+
+@dataclass(frozen=True, slots=True)
+class Accepts:
+    """What a guard lets in, for the per-operation `security` of the OpenAPI document
+    (core/openapi.py reads it from the guard, so the document cannot drift from the code)."""
+
+    api_key: bool  # False: signed-in users only (an API key gets 403 `human_only`)
+    scopes: tuple[str, ...] = ()  # permissions the caller must hold (OAuth2 scopes)
+
+
+ACCEPTS = "openapi_accepts"  # the attribute a guard carries its Accepts in
+G = TypeVar("G", bound=Callable[..., Any])
+
+
+def accepts(guard: G, *, api_key: bool, scopes: tuple[str, ...] = ()) -> G:
+    setattr(guard, ACCEPTS, Accepts(api_key, scopes))
+    return guard
 
 
 async def current_principal(request: Request, tenant: str) -> Principal:
@@ -183,6 +201,7 @@ async def key_principal(
     )
 
 
+accepts(current_principal, api_key=True)
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
@@ -197,6 +216,7 @@ async def human_principal(request: Request, tenant: str) -> Principal:
     return ensure_human(await current_principal(request, tenant))
 
 
+accepts(human_principal, api_key=False)
 HumanPrincipal = Annotated[Principal, Depends(human_principal)]
 
 
@@ -213,7 +233,7 @@ def require(*permissions: str) -> Callable[..., Awaitable[Principal]]:
             raise PermissionDenied(missing)
         return principal
 
-    return guard
+    return accepts(guard, api_key=True, scopes=permissions)
 
 
 SECOND_FACTORS = frozenset({"otp", "recovery"})
@@ -238,7 +258,8 @@ def require_mfa() -> Callable[..., Awaitable[Principal]]:
         ensure_second_factor(principal)
         return principal
 
-    return guard
+    # An API key never passes a second factor (its `amr` is "api_key").
+    return accepts(guard, api_key=False)
 
 
 # How recent a login must be for changes to the ways in (TOTP enrolment, linking GitHub).
@@ -272,7 +293,7 @@ def require_recent_login() -> Callable[..., Awaitable[Principal]]:
         )
         return principal
 
-    return guard
+    return accepts(guard, api_key=False)
 
 
 async def enrolling_principal(request: Request, tenant: TenantDep, session: SessionDep) -> Principal:
@@ -297,6 +318,7 @@ async def enrolling_principal(request: Request, tenant: TenantDep, session: Sess
     )
 
 
+accepts(enrolling_principal, api_key=False)
 EnrollingPrincipal = Annotated[Principal, Depends(enrolling_principal)]
 
 

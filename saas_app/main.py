@@ -16,6 +16,7 @@ from saas_app.auth.errors import OAuthError, oauth_error_handler
 from saas_app.auth.router import router as auth_router
 from saas_app.core.clock import Clock, SystemClock
 from saas_app.core.config import Settings, get_settings
+from saas_app.core.docs import install_docs
 from saas_app.core.errors import install_error_handlers
 from saas_app.core.http import HttpEdge
 from saas_app.core.logging import configure_logging
@@ -61,8 +62,13 @@ def create_app(
         summary="Multi-tenant authentication: OAuth2 password flow, refresh rotation, RBAC.",
         lifespan=lifespan,
         responses=EVERY_ROUTE,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: core/docs.py serves its own.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     install_openapi(app)
+    install_docs(app)
     install_error_handlers(app)
     app.add_exception_handler(OAuthError, oauth_error_handler)
     # Routes are matched in order, one regular expression at a time (and the matching

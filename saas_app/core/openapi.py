@@ -9,14 +9,18 @@ which this service never sends) with the problem the validation handler does sen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 
 from saas_app.core.errors import PROBLEM_JSON
+from saas_app.rbac.permissions import PERMISSIONS
 
 JSON = "application/json"
 REF = "#/components/schemas/"
@@ -92,13 +96,50 @@ RECENT_LOGIN: dict[int | str, dict[str, Any]] = {
 EVERY_ROUTE = problems(413, 414, 431)
 
 
+# The security schemes (OpenAPI 3.1 §4.8.27). Clients send one credential: a bearer access
+# token (got from the tenant's token endpoint, RFC 6749 §4.3) or an API key.
+OAUTH2 = "OAuth2"
+BEARER = "BearerToken"
+API_KEY = "APIKey"
+TENANT_TOKEN_URL = "/t/{tenant}/auth/token"  # noqa: S105 (a path, not a secret)
+ACCEPTS = "openapi_accepts"  # the attribute guards.accepts() puts on each guard
+
+
+def security_schemes(token_url: str) -> dict[str, Any]:
+    return {
+        OAUTH2: {
+            "type": "oauth2",
+            "description": "Password grant at the tenant's token endpoint; the per-tenant document "
+            "(`/t/{tenant}/openapi.json`, UI at `/t/{tenant}/docs`) names the tenant's. Scopes "
+            "narrow a token to some of its user's permissions; none asked, none narrowed.",
+            "flows": {
+                "password": {
+                    "tokenUrl": token_url,
+                    "refreshUrl": token_url,
+                    "scopes": {p: f"the `{p}` permission" for p in PERMISSIONS},
+                }
+            },
+        },
+        BEARER: {"type": "http", "scheme": "bearer", "description": "An access token of this tenant."},
+        API_KEY: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "An API key of this tenant.",
+        },
+    }
+
+
 def install_openapi(app: FastAPI) -> None:
-    """Wraps `app.openapi` so the document it serves tells the error bodies the way they are sent."""
+    """Wraps `app.openapi` so the document it serves tells the error bodies the way they are
+    sent, and the credentials each operation takes the way its guards take them."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _fix_error_bodies(generate())
+            document = generate()
+            _fix_error_bodies(document)
+            _add_security(document, app)
         assert app.openapi_schema is not None
         return app.openapi_schema
 
@@ -145,3 +186,51 @@ def _fix_error_bodies(document: dict[str, Any]) -> None:
         for name, definition in schema.pop("$defs", {}).items():
             schemas.setdefault(name, definition)
         schemas.setdefault(model.__name__, schema)
+
+
+def tenant_document(document: dict[str, Any], slug: str, root_path: str = "") -> dict[str, Any]:
+    """The app's document for one tenant: its token endpoint as the OAuth2 token URL, and its
+    slug as every `tenant` parameter's default (so Swagger UI's Authorize and Try it out work
+    without typing it)."""
+    document = copy.deepcopy(document)
+    token_url = root_path + TENANT_TOKEN_URL.format(tenant=slug)
+    document["components"]["securitySchemes"] = security_schemes(token_url)
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "tenant":
+                    parameter["schema"]["default"] = slug
+    return document
+
+
+def _guards(dependant: Dependant) -> Iterator[Any]:
+    """Every guard (a dependency marked by guards.accepts) a route depends on, however deep."""
+    for dependency in dependant.dependencies:
+        accepts = getattr(dependency.call, ACCEPTS, None)
+        if accepts is not None:
+            yield accepts
+        yield from _guards(dependency)
+
+
+def _requirements(accepted: list[Any]) -> list[dict[str, list[str]]]:
+    """OpenAPI security requirements (alternatives): a route's guards all apply, so an API key
+    works only if every guard takes one, and the scopes are all those any guard demands."""
+    scopes = sorted({scope for accepts in accepted for scope in accepts.scopes}, key=PERMISSIONS.index)
+    requirements = [{OAUTH2: scopes}, {BEARER: []}]
+    if all(accepts.api_key for accepts in accepted):
+        requirements.append({API_KEY: []})
+    return requirements
+
+
+def _add_security(document: dict[str, Any], app: FastAPI) -> None:
+    document.setdefault("components", {})["securitySchemes"] = security_schemes(TENANT_TOKEN_URL)
+    for context in iter_route_contexts(app.routes):  # included routers' routes too
+        route = context.original_route
+        operations = document["paths"].get(context.path_format or "", {})
+        if not isinstance(route, APIRoute):
+            continue
+        accepted = list(_guards(route.dependant))
+        for method in route.methods or ():
+            if accepted and method.lower() in operations:
+                # Public operations get no `security` (and there is no global default).
+                operations[method.lower()]["security"] = _requirements(accepted)
