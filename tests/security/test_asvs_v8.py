@@ -75,6 +75,9 @@ PUBLIC = {
     "POST /t/{tenant}/auth/revoke",
     "GET /t/{tenant}/auth/github/authorize",
     "GET /t/{tenant}/auth/github/callback",
+    # The API's documentation for the tenant (Swagger UI and its OpenAPI document).
+    "GET /t/{tenant}/docs",
+    "GET /t/{tenant}/openapi.json",
 }
 USER_READ = {"id", "email", "full_name", "roles", "permissions", "is_active", "mfa_enabled", "identities"}
 USER_READ |= {"created_at"}

@@ -190,6 +190,10 @@ ROUTES: dict[str, Route] = {
     "GET /t/{tenant}/auth/github/callback": Route(400, 400),
     "POST /t/{tenant}/users/me/identities/github": Route(401, 200),
     "DELETE /t/{tenant}/users/me/identities/github": Route(401, 404),
+    # The API's own documentation for the path's tenant: public, the same for every caller,
+    # naming nothing of the tenant but its slug (core/docs.py).
+    "GET /t/{tenant}/docs": Route(200, 200),
+    "GET /t/{tenant}/openapi.json": Route(200, 200),
 }
 
 
