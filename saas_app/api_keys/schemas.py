@@ -8,17 +8,20 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from saas_app.api_keys.models import ApiKey
 from saas_app.rbac.schemas import Permission
-from saas_app.users.schemas import StrictModel
+from saas_app.users.schemas import INTEGRAL, NAME_SCHEMA, StrictModel
 
-KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# A subset of the limits library's notation ("100/minute", "5 per 2 hours"): every value the
+# pattern admits parses, so the schema tells exactly what is accepted.
+RATE_LIMIT_PATTERN = r"^[1-9][0-9]{0,8} ?(/|per) ?([1-9][0-9]{0,5} ?)?(second|minute|hour|day|month|year)s?$"
+KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NAME_SCHEMA]
 
 
 class ApiKeyCreate(StrictModel):
     name: KeyName
     scopes: list[Permission] = Field(min_length=1, max_length=8)
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
-    # Optional per-key limit, e.g. "100/minute" (see the limits library's notation).
-    rate_limit: str | None = Field(default=None, max_length=32)
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), INTEGRAL] | None = None
+    # Optional per-key limit, e.g. "100/minute".
+    rate_limit: str | None = Field(default=None, max_length=32, pattern=RATE_LIMIT_PATTERN)
 
     @field_validator("rate_limit")
     @classmethod

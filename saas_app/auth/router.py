@@ -13,7 +13,7 @@ from saas_app.abuse import per_ip_limit
 from saas_app.auth import second_step, service
 from saas_app.auth.errors import NO_STORE, InvalidRequest, SlowDown, UnsupportedGrantType
 from saas_app.core.errors import RateLimited
-from saas_app.core.http import has_nul, user_agent
+from saas_app.core.http import NO_NUL, has_nul, user_agent
 from saas_app.core.openapi import AUTHENTICATED, TENANT, oauth_errors, problems
 from saas_app.guards import AnonymousOriginDep, HumanPrincipal, OriginDep
 from saas_app.runtime import ClientIPDep, RuntimeDep, SessionDep
@@ -23,12 +23,28 @@ from saas_app.users.schemas import Credentials, UserRead
 router = APIRouter(prefix="/t/{tenant}/auth", tags=["auth"], responses=TENANT)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_FIELD = 4096
+MAX_FIELDS = 20
 # grant_type -> the form field carrying the second factor (and the service argument).
 SECOND_FACTOR_GRANTS = {"mfa_otp": "otp", "mfa_recovery_code": "recovery_code"}
 
 
 def _form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    schema = {"type": "object", "properties": fields, "required": required}
+    """The form's schema, with the bounds `read_form` and `field` enforce on every field: at most
+    MAX_FIELD characters, no NUL, and a required one not empty (RFC 6749 §3.2, Appendix A)."""
+    for name, field_schema in fields.items():
+        if "enum" not in field_schema:
+            field_schema.update(maxLength=MAX_FIELD, pattern=NO_NUL)
+            if name in required:
+                field_schema["minLength"] = 1
+    # Parameters it does not know are ignored (RFC 6749 §3.1), within the same bounds.
+    extra = {"type": "string", "maxLength": MAX_FIELD, "pattern": NO_NUL}
+    schema = {
+        "type": "object",
+        "properties": fields,
+        "required": required,
+        "additionalProperties": extra,
+        "maxProperties": MAX_FIELDS,
+    }
     return {
         "requestBody": {
             "required": True,
@@ -79,7 +95,7 @@ async def read_form(request: Request) -> dict[str, str]:
     if content_type not in FORM_TYPES:
         raise InvalidRequest("Send the parameters form-encoded.")
     try:
-        form: FormData = await request.form(max_files=0, max_fields=20)
+        form: FormData = await request.form(max_files=0, max_fields=MAX_FIELDS)
     except Exception as exc:  # the parser's errors vary by content type
         raise InvalidRequest("Malformed form body.") from exc
     values: dict[str, str] = {}

@@ -72,7 +72,8 @@ def decode_cursor(cursor: str) -> Keyset:
 
 
 Limit = Annotated[int, Query(ge=1, le=200)]
-Cursor = Annotated[str | None, Query(max_length=512)]
+# Opaque, base64url: only a `next_cursor` this API returned decodes (anything else is 422).
+Cursor = Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$")]
 
 
 def page_of(limit: int, cursor: str | None) -> PageParams:

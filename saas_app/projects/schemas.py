@@ -5,10 +5,13 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
-from saas_app.users.schemas import StrictModel
+from saas_app.users.schemas import NAME_SCHEMA, StrictModel
 
-ProjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ProjectName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NAME_SCHEMA
+]
 Description = Annotated[str, StringConstraints(max_length=10_000)]
 
 
@@ -18,7 +21,8 @@ class ProjectCreate(StrictModel):
 
 
 class ProjectUpdate(StrictModel):
-    name: ProjectName | None = None
+    # May be left out, never null (the route refuses it): the schema shows no null.
+    name: ProjectName | SkipJsonSchema[None] = None
     description: Description | None = None
 
 

@@ -15,6 +15,7 @@ PERMISSIONS: Final = (
     "tenant:manage",
 )
 CATALOGUE: Final = frozenset(PERMISSIONS)
+ROLE_NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
 
 OWNER: Final = "owner"
 MEMBER: Final = "member"

@@ -5,6 +5,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, Field, StringConstraints
 
 from saas_app.rbac.models import Role
+from saas_app.rbac.permissions import ROLE_NAME_PATTERN
 from saas_app.users.schemas import StrictModel
 
 Permission = Literal[
@@ -17,7 +18,7 @@ Permission = Literal[
     "audit:read",
     "tenant:manage",
 ]
-RoleName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+RoleName = Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)]
 
 
 class RoleCreate(StrictModel):

@@ -2,25 +2,69 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from saas_app.core.http import has_nul
+from saas_app.core.http import NO_NUL, has_nul
 from saas_app.rbac.models import Role
-from saas_app.rbac.permissions import ordered
+from saas_app.rbac.permissions import ROLE_NAME_PATTERN, ordered
 from saas_app.rbac.service import permissions_of
 from saas_app.security.emails import EmailAddress
-from saas_app.security.passwords import MAX_LENGTH, policy_violation
+from saas_app.security.passwords import MAX_LENGTH, MIN_LENGTH, policy_violation
 from saas_app.users.models import User
 
 FullName = Field(default=None, max_length=200)
 
 
+def _no_nul_in_schema(schema: Any) -> None:
+    """Gives every text of a schema that has no pattern of its own the NUL-free one (its own
+    patterns exclude NUL already), through unions and lists: what `_no_nul` enforces."""
+    if isinstance(schema, list):
+        for item in schema:
+            _no_nul_in_schema(item)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "string" and not {"pattern", "enum", "const"} & schema.keys():
+            schema["pattern"] = NO_NUL
+        for key in ("anyOf", "oneOf", "items"):
+            _no_nul_in_schema(schema.get(key))
+
+
+# A name that is stripped of surrounding white space and must then not be empty: some
+# character other than white space (or NUL). In the schema only; `StringConstraints` enforces it.
+NAME_SCHEMA = Field(json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"})
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type: `1.0` is the integer 1, as JSON Schema's `integer` says
+    (draft 2020-12 §6.1.1); a fraction, a string or a boolean stays refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# For an integer member of a request body (strict models refuse `1.0` otherwise); it goes
+# after the bounds, `Annotated[int, Field(ge=...), INTEGRAL]`, or the schema loses them.
+INTEGRAL = BeforeValidator(_integral)
+
+
+def request_schema(schema: dict[str, Any]) -> None:
+    for field_schema in schema.get("properties", {}).values():
+        _no_nul_in_schema(field_schema)
+
+
 class StrictModel(BaseModel):
     """A request body: no unknown fields, no coercion (`1` is not a boolean, `"5"` not a number),
-    no NUL in text."""
+    no NUL in text. Its JSON schema says so (`additionalProperties: false`, NUL-free patterns)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=request_schema)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -37,10 +81,14 @@ def check_password(value: str) -> str:
     return value
 
 
+# A new password: `check_password` enforces the policy (with its own messages); the schema
+# states the same bounds, from the same constants (JSON Schema counts characters too).
+NewPassword = Field(json_schema_extra={"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH})
+
+
 class Credentials(StrictModel):
     email: EmailAddress
-    # The length bound is enforced by the validator (in characters, not bytes).
-    password: str = Field(max_length=MAX_LENGTH * 4)
+    password: str = NewPassword
     full_name: str | None = FullName
 
     _password_policy = field_validator("password")(check_password)
@@ -78,7 +126,7 @@ class ProfileUpdate(StrictModel):
 
 class PasswordChange(StrictModel):
     current_password: str = Field(max_length=MAX_LENGTH * 4)
-    new_password: str = Field(max_length=MAX_LENGTH * 4)
+    new_password: str = NewPassword
 
     _password_policy = field_validator("new_password")(check_password)
 
@@ -88,7 +136,8 @@ class ActivationUpdate(StrictModel):
 
 
 class RolesUpdate(StrictModel):
-    roles: list[str] = Field(max_length=50)
+    # Names of the form roles are created with; a well-formed name of no role is 422 unknown_role.
+    roles: list[Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)]] = Field(max_length=50)
 
 
 class SessionRead(BaseModel):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
+import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +30,9 @@ from sqlalchemy.pool import NullPool
 
 from saas_app.core.config import Settings
 from saas_app.models import Base
+from tests.conftest import REDIS_URL
 from tests.factories import add_member, create_api_key, create_tenant, login
+from tests.servers import running_server
 
 PROFILE = os.environ.get("FUZZ_PROFILE", "bounded")
 if PROFILE not in {"bounded", "deep"}:
@@ -155,6 +159,7 @@ async def world(make_client: Callable[..., Any], fuzz_settings: Settings) -> Wor
 
 GRANT_FIELDS = {"password": ("username", "password"), "refresh_token": ("refresh_token",)}
 CALLERS = ("owner", "owner", "api_key", "stranger", "forged", "anonymous", "as_generated")
+CREDENTIAL_HEADERS = {"authorization", "x-api-key"}
 WITHOUT_ACCESS = {"stranger", "forged", "anonymous", "as_generated"}
 
 
@@ -179,6 +184,27 @@ def negative_at(case: Case, location: ParameterLocation) -> bool:
     return case.meta is not None and case.meta.is_negative_at(location)
 
 
+@pytest.fixture
+def fuzz_server(database_url: str, world: World, fuzz_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The real server on the test's database (with `world` in it), GitHub configured but
+    pointing at a closed loopback port: no case can get that far without a valid state."""
+    env = {
+        "DATABASE_URL": database_url,
+        "RATE_LIMIT_KEY_PREFIX": f"fuzz-{uuid.uuid4().hex}",
+        "PUBLIC_URL": fuzz_settings.PUBLIC_URL,  # the issuer of the world's tokens
+        "GITHUB_CLIENT_ID": "fuzz-client",
+        "GITHUB_CLIENT_SECRET": "fuzz-secret",
+        "GITHUB_TOKEN_URL": "http://127.0.0.1:9/login/oauth/access_token",
+        "GITHUB_API_URL": "http://127.0.0.1:9",
+        "OAUTH_ALLOWED_REDIRECTS": ALLOWED_REDIRECT,
+        **({"REDIS_URL": REDIS_URL} if REDIS_URL else {}),
+    }
+    log_path = tmp_path / "server.log"
+    with running_server(env, log_path) as (base, _):
+        yield base
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
+
+
 @dataclass
 class Callers:
     """Picks who sends each case and points it at the world's tenant, ids and secrets.
@@ -194,7 +220,11 @@ class Callers:
         caller = CALLERS[digest % len(CALLERS)]
         if caller != "as_generated":
             self._aim(case, caller, digest)
-            case.headers = {**(case.headers or {}), **self._credential(caller, digest)}
+            # The document's security schemes make the generator send an Authorization or
+            # X-API-Key of its own: the chosen caller's credential replaces them (both at once
+            # would be 400 ambiguous_credentials every time).
+            generated = {k: v for k, v in (case.headers or {}).items() if k.lower() not in CREDENTIAL_HEADERS}
+            case.headers = {**generated, **self._credential(caller, digest)}
         return caller
 
     def _aim(self, case: Case, caller: str, digest: int) -> None:

@@ -7,20 +7,13 @@ with the default abuse limits on, so 429 answers are exercised too. The bounded 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import schemathesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 
-from saas_app.core.config import Settings
-from tests.conftest import REDIS_URL
 from tests.fuzz.conftest import (
-    ALLOWED_REDIRECT,
     DEEP,
     FUZZ_SETTINGS,
     STATS,
@@ -30,30 +23,8 @@ from tests.fuzz.conftest import (
     check_no_access_without_credential,
 )
 from tests.fuzz.test_openapi_fuzz import CHECKS, CONFIG
-from tests.servers import running_server
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def fuzz_server(database_url: str, world: World, fuzz_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """The real server on the test's database (with `world` in it), GitHub configured but
-    pointing at a closed loopback port: no case can get that far without a valid state."""
-    env = {
-        "DATABASE_URL": database_url,
-        "RATE_LIMIT_KEY_PREFIX": f"fuzz-{uuid.uuid4().hex}",
-        "PUBLIC_URL": fuzz_settings.PUBLIC_URL,  # the issuer of the world's tokens
-        "GITHUB_CLIENT_ID": "fuzz-client",
-        "GITHUB_CLIENT_SECRET": "fuzz-secret",
-        "GITHUB_TOKEN_URL": "http://127.0.0.1:9/login/oauth/access_token",
-        "GITHUB_API_URL": "http://127.0.0.1:9",
-        "OAUTH_ALLOWED_REDIRECTS": ALLOWED_REDIRECT,
-        **({"REDIS_URL": REDIS_URL} if REDIS_URL else {}),
-    }
-    log_path = tmp_path / "server.log"
-    with running_server(env, log_path) as (base, _):
-        yield base
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-4000:]
 
 
 @pytest.fixture
