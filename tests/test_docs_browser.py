@@ -121,3 +121,15 @@ def test_swagger_ui_authorizes_and_tries_users_me(server: str) -> None:
     assert email in body
     assert left_loopback == []
     assert [e for e in console_errors if "Content Security Policy" in e or "Refused" in e] == []
+
+
+def test_missing_chromium_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(f"{__name__}.CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
+        require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="is missing"):
+        require_chromium()
