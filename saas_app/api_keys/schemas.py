@@ -10,9 +10,11 @@ from saas_app.api_keys.models import ApiKey
 from saas_app.rbac.schemas import Permission
 from saas_app.users.schemas import INTEGRAL, NAME_SCHEMA, StrictModel
 
-# A subset of the limits library's notation ("100/minute", "5 per 2 hours"): every value the
+# A subset of the limits library's notation ("100/minute", "5 per 2 hours", and up to four of
+# them joined by ";" or ",": "100/minute; 1000/day", every one enforced): every value the
 # pattern admits parses, so the schema tells exactly what is accepted.
-RATE_LIMIT_PATTERN = r"^[1-9][0-9]{0,8} ?(/|per) ?([1-9][0-9]{0,5} ?)?(second|minute|hour|day|month|year)s?$"
+_RATE_ITEM = r"[1-9][0-9]{0,8} ?(/|per) ?([1-9][0-9]{0,5} ?)?(second|minute|hour|day|month|year)s?"
+RATE_LIMIT_PATTERN = rf"^{_RATE_ITEM}( ?[;,] ?{_RATE_ITEM}){{0,3}}$"
 KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NAME_SCHEMA]
 
 
@@ -21,15 +23,15 @@ class ApiKeyCreate(StrictModel):
     scopes: list[Permission] = Field(min_length=1, max_length=8)
     expires_in_days: Annotated[int, Field(ge=1, le=3650), INTEGRAL] | None = None
     # Optional per-key limit, e.g. "100/minute".
-    rate_limit: str | None = Field(default=None, max_length=32, pattern=RATE_LIMIT_PATTERN)
+    rate_limit: str | None = Field(default=None, max_length=100, pattern=RATE_LIMIT_PATTERN)
 
     @field_validator("rate_limit")
     @classmethod
     def _valid_limit(cls, value: str | None) -> str | None:
         if value is not None:
-            from limits import parse  # noqa: PLC0415
+            from limits import parse_many  # noqa: PLC0415
 
-            parse(value)
+            parse_many(value)
         return value
 
 
