@@ -254,6 +254,27 @@ async def test_a_password_change_ends_pending_mfa_tokens(
     assert (await token(client, tenant.slug, grant_type="mfa_otp", **form)).status_code == 200
 
 
+async def test_deactivation_ends_pending_mfa_tokens_even_if_reactivated_at_once(
+    client: AsyncClient, tenant: TenantCtx, clock: FrozenClock
+) -> None:
+    # The member's password step was done before an admin locked them out; unlocking them
+    # a minute later must not revive that half-finished login (mfa_token lives 5 minutes).
+    member = await add_member(client, tenant)
+    authenticator = await enable_mfa(client, tenant, member, clock)
+    pending = await mfa_challenge(client, tenant.slug, member.email)
+    path = tenant.path(f"/users/{member.id}")
+    for active in (False, True):
+        r = await client.patch(path, json={"is_active": active}, headers=tenant.owner.headers)
+        assert r.status_code == 200, r.text
+    form = {"mfa_token": pending, "recovery_code": authenticator.recovery_codes[0]}
+    response = await token(client, tenant.slug, grant_type="mfa_recovery_code", **form)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"
+    # The reactivated member signs in afresh, with the very same recovery code.
+    again = await recovery_login(client, tenant, member.email, authenticator.recovery_codes[0])
+    assert again.status_code == 200, again.text
+
+
 # -- audit --------------------------------------------------------------------------------
 
 
