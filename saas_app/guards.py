@@ -188,8 +188,10 @@ async def key_principal(
         if dead is not None:
             runtime.key_usage.rejected(dead, ip_of(request), now)
         raise Unauthorized()
-    if auth.rate_limit:
-        await runtime.limiter.enforce("api_key", auth.rate_limit, str(auth.id))
+    # The key's own limit and each limited ancestor's: a child spends its parent's budget
+    # too, so minting children cannot multiply a limit (issue 13, item 5).
+    for key_id, limit in auth.buckets:
+        await runtime.limiter.enforce("api_key", limit, key_id)
     runtime.key_usage.used(auth, now)
     return Principal(
         tenant_id=tenant.id,

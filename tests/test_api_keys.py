@@ -502,6 +502,68 @@ async def test_a_key_minted_by_an_unlimited_key_owes_it_nothing(api: Api) -> Non
     assert (r.json()["rate_limit"], r.json()["parent_id"]) == ("5/minute", parent.id)
 
 
+MULTI_PART = "100/minute; 3/hour"
+CHILD_LIMITS = {
+    "drops-the-hourly-cap": ("100/minute", 403),
+    "hourly-but-looser": ("60/hour", 403),
+    "minute-part-too-fast-for-the-hour": ("3/minute; 100/minute", 403),
+    "the-hourly-cap-alone": ("3/hour", 201),
+    "both-parts": (MULTI_PART, 201),
+    "both-parts-stricter": ("50/minute;2/hour", 201),
+}
+
+
+@pytest.mark.parametrize(("limit", "status"), CHILD_LIMITS.values(), ids=list(CHILD_LIMITS))
+async def test_a_child_key_matches_every_part_of_its_parents_limit(api: Api, limit: str, status: int) -> None:
+    parent = await minting_key(api, rate_limit=MULTI_PART)
+    r = await api.issue({"name": "child", "scopes": ["projects:read"], "rate_limit": limit}, parent)
+    if status == 403:
+        assert_problem(r, 403, "key_exceeds_parent")
+        assert MULTI_PART in r.json()["detail"]
+    else:
+        assert r.status_code == 201, r.text
+        assert r.json()["rate_limit"] == limit
+
+
+def child_of(r: Response) -> ApiKey:
+    assert r.status_code == 201, r.text
+    return ApiKey(r.json()["id"], r.json()["key"], r.json()["prefix"], r.json())
+
+
+async def test_a_key_family_shares_its_parents_budget(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], AbstractAsyncContextManager[AsyncClient]],
+) -> None:
+    # Minting children with the parent's own limit must not multiply that limit: each
+    # child's request also spends the parent's budget (issue 13, item 5).
+    async with make_client(make_settings(RATE_LIMITS_ENABLED=True)) as client:
+        api = Api(client, await create_tenant(client))
+        parent = await minting_key(api, rate_limit="5/minute")
+        body = {"name": "child", "scopes": ["api_keys:manage", "projects:read"]}
+        first = child_of(await api.issue(body, parent))  # minting costs the parent 1 request
+        grandchild = child_of(await api.issue({**body, "rate_limit": "4/hour"}, first))
+        assert grandchild.body["rate_limit"] == "4/hour"  # 4 per hour is stricter than 5 per minute
+        spent = [(await api.projects(key)).status_code for key in (parent, first, grandchild)]
+        assert spent == [200, 200, 200]  # with the two mints, five requests of the family
+        for key in (parent, first, grandchild):
+            assert_problem(await api.projects(key), 429, "rate_limited")
+        bystander = await create_api_key(client, api.tenant, rate_limit="5/minute")
+        assert (await api.projects(bystander)).status_code == 200
+
+
+async def test_every_part_of_a_keys_own_limit_is_enforced(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], AbstractAsyncContextManager[AsyncClient]],
+) -> None:
+    async with make_client(make_settings(RATE_LIMITS_ENABLED=True)) as client:
+        api = Api(client, await create_tenant(client))
+        key = await create_api_key(client, api.tenant, rate_limit="100/minute; 3/hour")
+        assert [(await api.projects(key)).status_code for _ in range(3)] == [200, 200, 200]
+        r = await api.projects(key)
+        assert_problem(r, 429, "rate_limited")
+        assert int(r.headers["retry-after"]) > 60  # the hourly window, not the minute's
+
+
 async def test_revoking_a_key_revokes_its_descendants_at_once(api: Api) -> None:
     parent = await minting_key(api)
     r = await api.issue({"name": "child", "scopes": ["api_keys:manage", "projects:read"]}, parent)

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from limits import parse as parse_limit
-from sqlalchemy import bindparam, or_, select, update
+from limits import parse_many
+from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from saas_app.api_keys.models import ApiKey
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.core.errors import Forbidden, NotFound
+from saas_app.core.errors import Forbidden, NotFound, Unauthorized
 from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.core.readcache import ReadCache, read_through, version_of
 from saas_app.rbac import service as rbac
@@ -38,6 +38,7 @@ from saas_app.users.models import User
 logger = logging.getLogger("saas_app.api_keys")
 TOUCH_INTERVAL = timedelta(minutes=1)
 DUMMY_HASH = "0" * 64
+MAX_LINEAGE = 64  # a bound on walking up parents, should a cycle ever be written by hand
 
 
 class ApiKeyNotFound(NotFound):
@@ -59,10 +60,20 @@ class Limits:
 
 
 def no_looser(child: str, parent: str) -> bool:
-    """Whether rate limit `child` admits no more than `parent`: no bigger burst (requests
-    per window) and no higher rate (requests per second), whatever the windows' units."""
-    c, p = parse_limit(child), parse_limit(parent)
-    return c.amount <= p.amount and c.amount * p.get_expiry() <= p.amount * c.get_expiry()
+    """Whether rate limit `child` admits no more than `parent`, every part of it.
+
+    Each part of the parent (`"100/minute; 3/hour"` has two) must be matched by a part of
+    the child that lets through at most as many requests in any window of the parent's
+    length. A moving window of `c` per `w` admits at most `c * ceil(W / w)` requests in a
+    window of length `W`, so a child part (c, w) covers a parent part (p, W) when that
+    product is at most `p`. A child that leaves out the hourly cap is refused, however
+    slow its per-minute part (issue 13, item 5).
+    """
+    children = [(item.amount, item.get_expiry()) for item in parse_many(child)]
+    return all(
+        any(amount * -(-item.get_expiry() // window) <= item.amount for amount, window in children)
+        for item in parse_many(parent)
+    )
 
 
 def clip_to_parent(wanted: Limits, parent: ApiKey) -> Limits:
@@ -109,11 +120,7 @@ async def create_key(
         rate_limit=rate_limit,
     )
     if parent_id is not None:
-        parent = await session.scalar(
-            select(ApiKey).where(ApiKey.id == parent_id, ApiKey.tenant_id == tenant_id)
-        )
-        if parent is None:  # the caller authenticated with it a moment ago
-            raise ApiKeyNotFound()
+        parent = await _lock_live_lineage(session, tenant_id, parent_id, origin.now)
         rbac.ensure_grantable(scopes, frozenset(parent.scopes))
         limits = clip_to_parent(limits, parent)
         created_by = parent.created_by
@@ -156,6 +163,52 @@ async def create_key(
     return key, full_key
 
 
+async def _lock_live_lineage(
+    session: AsyncSession, tenant_id: uuid.UUID, parent_id: uuid.UUID, now: datetime
+) -> ApiKey:
+    """The issuing key, re-read live inside the minting transaction, with its ancestors.
+
+    The caller authenticated with the parent before this transaction began; a revocation
+    may have committed since. Each key of the lineage is locked root first (`FOR UPDATE`
+    on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), the order in which
+    `revoke_key` takes them, so either the revocation committed first and this answers 401,
+    or it waits for this mint and its sweep finds the new child (issue 13, item 5).
+    """
+    lineage = [parent_id, *(k.id for k in await _ancestors(session, tenant_id, parent_id))]
+    parent: ApiKey | None = None
+    for key_id in reversed(lineage):
+        parent = await session.scalar(
+            select(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, *_live_at(now))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if parent is None:
+            raise Unauthorized()
+    assert parent is not None  # the lineage holds at least the parent
+    return parent
+
+
+def _live_at(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+
+
+async def _ancestors(session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID) -> list[ApiKey]:
+    """The keys above `key_id`, nearest first (one query per generation; lineages are short
+    and never change once minted)."""
+    found: list[ApiKey] = []
+    parent_id = await session.scalar(select(ApiKey.parent_id).where(ApiKey.id == key_id))
+    while parent_id is not None and len(found) < MAX_LINEAGE:
+        parent = await session.scalar(
+            select(ApiKey).where(ApiKey.id == parent_id, ApiKey.tenant_id == tenant_id)
+        )
+        if parent is None:
+            break
+        found.append(parent)
+        parent_id = parent.parent_id
+    return found
+
+
 async def list_keys(
     *, session: AsyncSession, tenant_id: uuid.UUID, page: PageParams
 ) -> tuple[list[ApiKey], str | None]:
@@ -171,8 +224,13 @@ async def revoke_key(
 ) -> None:
     """Revokes a key and every key issued under it, in this transaction: the very next
     request with any of them is 401 (the commit moves the read cache's version)."""
+    # Lock the key before reading its descendants: a mint under it holds the same row lock
+    # until it commits, so the sweep below (a later statement, a fresh READ COMMITTED
+    # snapshot) sees every child committed before this revocation took effect.
     key = await session.scalar(
-        select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+        select(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+        .with_for_update()
     )
     if key is None:
         raise ApiKeyNotFound()
@@ -217,6 +275,9 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    # (key id, rate limit) of this key and each rate-limited ancestor: a request counts in
+    # every one of these buckets, so a family of keys shares its ancestors' budget.
+    buckets: tuple[tuple[str, str], ...]
     # Scopes clipped to the creator's current permissions; None when the creator is gone.
     permissions: frozenset[str] | None
 
@@ -246,6 +307,7 @@ async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None
         permissions = None  # the creator is deactivated or gone
     else:
         permissions = scopes & frozenset(p for row in rows if row.permissions for p in row.permissions)
+    lineage = [key, *await _ancestors(session, key.tenant_id, key.id)] if key.parent_id else [key]
     return KeyRecord(
         id=key.id,
         tenant_id=key.tenant_id,
@@ -255,6 +317,7 @@ async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         last_used_at=key.last_used_at,
+        buckets=tuple((str(k.id), k.rate_limit) for k in lineage if k.rate_limit),
         permissions=permissions,
     )
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
@@ -47,7 +47,7 @@ class RateLimiter:
         self._fallback = MovingWindowRateLimiter(_MemoryStorage()) if settings.REDIS_URL else None
         self._fail_open = settings.RATE_LIMIT_FAIL_OPEN
         self._warned_at = float("-inf")
-        self._items: dict[str, RateLimitItem] = {}
+        self._items: dict[str, tuple[RateLimitItem, ...]] = {}
 
     async def _call(self, method: str, *args: Any) -> Any:
         try:
@@ -62,27 +62,35 @@ class RateLimiter:
                 )
             return await getattr(self._fallback, method)(*args)
 
-    def _item(self, limit: str) -> RateLimitItem:
-        item = self._items.get(limit)
-        if item is None:
-            item = self._items[limit] = parse(limit)
-        return item
+    def _parts(self, limit: str) -> tuple[RateLimitItem, ...]:
+        """Every part of `limit`: `"100/minute; 3/hour"` is two windows, both enforced."""
+        items = self._items.get(limit)
+        if items is None:
+            items = self._items[limit] = tuple(parse_many(limit))
+        return items
 
     async def hit(self, bucket: str, limit: str, *keys: str) -> Verdict:
-        """Takes one slot of the bucket, or says how long until one frees up."""
+        """Takes one slot of each of the bucket's windows, or says how long until one frees up.
+
+        A request refused by a later window keeps the slots it took in the earlier ones:
+        over-counting errs on the safe side, and a client over one window is throttled anyway.
+        """
         if not self.enabled:
             return Verdict(True, 0)
-        item = self._item(limit)
-        if await self._call("hit", item, bucket, *keys):
-            return Verdict(True, 0)
-        stats = await self._call("get_window_stats", item, bucket, *keys)
-        return Verdict(False, max(1, math.ceil(stats.reset_time - time.time())))
+        for item in self._parts(limit):
+            if not await self._call("hit", item, bucket, *keys):
+                stats = await self._call("get_window_stats", item, bucket, *keys)
+                return Verdict(False, max(1, math.ceil(stats.reset_time - time.time())))
+        return Verdict(True, 0)
 
     async def allows(self, bucket: str, limit: str, *keys: str) -> bool:
-        """Whether the bucket has a slot left, without taking it."""
+        """Whether the bucket has a slot left in every window, without taking one."""
         if not self.enabled:
             return True
-        return bool(await self._call("test", self._item(limit), bucket, *keys))
+        for item in self._parts(limit):
+            if not await self._call("test", item, bucket, *keys):
+                return False
+        return True
 
     async def enforce(self, bucket: str, limit: str, *keys: str) -> None:
         """Takes one slot or raises RateLimited (429 with Retry-After)."""
@@ -92,7 +100,8 @@ class RateLimiter:
 
     async def clear(self, bucket: str, limit: str, *keys: str) -> None:
         if self.enabled:
-            await self._call("clear", self._item(limit), bucket, *keys)
+            for item in self._parts(limit):
+                await self._call("clear", item, bucket, *keys)
 
     async def ping(self) -> bool:
         return bool(await self.storage.check())
