@@ -71,7 +71,9 @@ async def test_a_crafted_cursor_is_a_422_on_every_list_route(
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert body["code"] == "validation_error"
-    assert body["errors"] == [{"loc": ["query", "cursor"], "msg": "Malformed cursor", "type": "value_error"}]
+    # One error, on the cursor: the schema's pattern refuses what is not base64url, the
+    # decoder everything else ("Malformed cursor").
+    assert [error["loc"] for error in body["errors"]] == [["query", "cursor"]]
     assert cursor not in response.text
     # The connection stays usable: the next request on it is answered normally.
     again = await client.get(tenant.path(route), headers=tenant.owner.headers)
