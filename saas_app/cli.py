@@ -101,10 +101,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        # Passed explicitly: uvicorn's own default trusts X-Forwarded-For from 127.0.0.1,
-        # so anything on the host could pick its IP for the per-IP limits (ASVS 5.0 V4.1.3).
-        proxy_headers=bool(settings.FORWARDED_ALLOW_IPS),
-        forwarded_allow_ips=list(settings.FORWARDED_ALLOW_IPS),
+        # Off: the app applies FORWARDED_ALLOW_IPS itself (saas_app/core/proxy.py); uvicorn's
+        # own default would trust X-Forwarded-For from 127.0.0.1 (ASVS 5.0 V4.1.3).
+        proxy_headers=False,
         access_log=False,  # saas_app logs each request itself, without query strings
         log_config=server_log_config(settings) or LOGGING_CONFIG,
     )

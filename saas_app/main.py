@@ -21,6 +21,7 @@ from saas_app.core.errors import install_error_handlers
 from saas_app.core.http import HttpEdge
 from saas_app.core.logging import configure_logging
 from saas_app.core.openapi import EVERY_ROUTE, install_openapi
+from saas_app.core.proxy import install_proxy_headers, refuse_foreign_proxy_trust
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
 from saas_app.mfa.router import admin_router as mfa_admin_router
@@ -45,6 +46,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refuse_foreign_proxy_trust(settings)
         runtime = Runtime.build(settings, clock or SystemClock(), http_transport)
         app.state.runtime = runtime
         # Everything built so far (modules, routes, schemas, the engine) lives as long as
@@ -99,12 +101,13 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
-    app.add_middleware(  # outermost: sees every answer, refusals of oversized input included
+    app.add_middleware(  # outermost but one: sees every answer, refusals of oversized input included
         HttpEdge,
         max_body_bytes=settings.MAX_BODY_BYTES,
         max_header_bytes=settings.MAX_HEADER_BYTES,
         max_url_bytes=settings.MAX_URL_BYTES,
     )
+    install_proxy_headers(app, settings)  # outside HttpEdge: its logs name the real client
     return app
 
 

@@ -95,7 +95,7 @@ def runtime_of(request: Request) -> Runtime:
 
 def ip_of(request: Request) -> str:
     """The socket peer, or the client a trusted proxy names (FORWARDED_ALLOW_IPS, applied
-    by uvicorn in `python -m saas_app serve`)."""
+    by the app's own middleware, saas_app/core/proxy.py)."""
     return request.client.host if request.client else "unknown"
 
 

@@ -44,11 +44,18 @@ def wait_until_ready(base: str, process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_server(
-    env: dict[str, str], log_path: Path, *, workers: int = 1, port: int | None = None
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    uvicorn_args: list[str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """Runs `python -m saas_app serve` (migrations included) with `env` on top of the
-    test environment; yields (base URL, pid). stdout and stderr go to `log_path`. The
-    server (and any worker it started) is always stopped on the way out."""
+    test environment; yields (base URL, pid). With `uvicorn_args`, runs `python -m saas_app
+    migrate` then plain `uvicorn saas_app.main:app <uvicorn_args>` instead. stdout and
+    stderr go to `log_path`. The server (and any worker it started) is always stopped on
+    the way out."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     full_env = {
@@ -61,6 +68,9 @@ def running_server(
         **env,
     }
     command = [sys.executable, "-m", "saas_app", "serve", "--port", str(port), "--workers", str(workers)]
+    if uvicorn_args is not None:
+        subprocess.run([sys.executable, "-m", "saas_app", "migrate"], cwd=ROOT, env=full_env, check=True)
+        command = [sys.executable, "-m", "uvicorn", "saas_app.main:app", "--port", str(port), *uvicorn_args]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
