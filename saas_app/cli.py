@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from saas_app import housekeeping
 from saas_app.api_keys import service as api_keys
+from saas_app.api_keys.schemas import ApiKeyCreate
 from saas_app.audit.service import Origin, Ref
 from saas_app.core.clock import SystemClock
 from saas_app.core.config import Settings, get_settings
@@ -44,6 +45,9 @@ FLAGS: dict[tuple[str | int, ...], str] = {
     ("email",): "--email",
     ("full_name",): "--full-name",
     ("password",): "password",
+    ("scopes",): "--scopes",
+    ("expires_in_days",): "--expires-in-days",
+    ("rate_limit",): "--rate-limit",
 }
 
 
@@ -171,7 +175,7 @@ async def create_user(args: argparse.Namespace, settings: Settings) -> None:
             known = {r.name for r in (await rbac.list_all_roles(session=session, tenant_id=tenant.id))}
             unknown = set(args.role) - known
             if unknown:
-                raise SystemExit(f"unknown role(s): {', '.join(sorted(unknown))}")
+                raise InvalidInput(f"--role: unknown role(s): {', '.join(sorted(unknown))}")
             user, roles = await users.create_user(
                 session=session,
                 tenant_id=tenant.id,
@@ -184,24 +188,48 @@ async def create_user(args: argparse.Namespace, settings: Settings) -> None:
         print(f"user {user.email} {user.id} roles {','.join(r.name for r in roles)}")
 
 
+def api_key_body(args: argparse.Namespace) -> ApiKeyCreate:
+    """The key as POST /t/{tenant}/api-keys would take it: ApiKeyCreate's rules (a name of
+    1-100 characters, 1-3650 days, a valid limit), so the CLI cannot issue what no request
+    could."""
+    scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
+    if set(scopes) - CATALOGUE or not scopes:
+        raise InvalidInput(f"--scopes: must be some of: {', '.join(sorted(CATALOGUE))}")
+    return validated(
+        ApiKeyCreate,
+        {
+            "name": args.name,
+            "scopes": scopes,
+            "expires_in_days": _integer_if_it_is_one(args.expires_in_days),
+            "rate_limit": args.rate_limit,
+        },
+    )
+
+
+def _integer_if_it_is_one(value: str | None) -> int | str | None:
+    """Command-line text to the schema's strict integer; anything else is left for the
+    schema to refuse in its one line (argparse's `type=int` would print usage too)."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return value
+
+
 async def create_api_key(args: argparse.Namespace, settings: Settings) -> None:
+    body = api_key_body(args)
     async with operator_runtime(settings) as (runtime, origin):
-        scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
-        unknown = set(scopes) - CATALOGUE
-        if unknown or not scopes:
-            raise SystemExit(f"scopes must be some of: {', '.join(sorted(CATALOGUE))}")
         async with runtime.write_session_factory() as session, session.begin():
             tenant = await tenancy.get_by_slug(session=session, slug=args.tenant)
             key, full_key = await api_keys.create_key(
                 session=session,
                 box=runtime.box,
                 tenant_id=tenant.id,
-                name=args.name,
-                scopes=scopes,
+                name=body.name,
+                scopes=list(body.scopes),
                 grantor=None,  # the operator of the server is trusted
                 created_by=None,
-                expires_in_days=args.expires_in_days,
-                rate_limit=args.rate_limit,
+                expires_in_days=body.expires_in_days,
+                rate_limit=body.rate_limit,
                 origin=origin,
             )
         print(f"api key {key.id} sk_{key.prefix} scopes {','.join(key.scopes)}", file=sys.stderr)
@@ -249,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     key_cmd.add_argument("--tenant", required=True, help="tenant slug")
     key_cmd.add_argument("--name", required=True)
     key_cmd.add_argument("--scopes", required=True, help="comma-separated permissions")
-    key_cmd.add_argument("--expires-in-days", type=int, choices=range(1, 3651), metavar="1..3650")
+    key_cmd.add_argument("--expires-in-days", metavar="1..3650")  # checked by ApiKeyCreate
     key_cmd.add_argument("--rate-limit", help='e.g. "100/minute"')
     return root
 

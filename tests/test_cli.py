@@ -39,7 +39,9 @@ class Cli:
         env.pop("REDIS_URL", None)
         if REDIS_URL:
             env["REDIS_URL"] = REDIS_URL
-        command = [PYTHON, "-m", "saas_app", *args, "--password-stdin"]
+        # Only the commands that take a password have the flag (argparse refuses it elsewhere).
+        reads_password = args[0] in {"create-tenant", "create-user"}
+        command = [PYTHON, "-m", "saas_app", *args, *(["--password-stdin"] if reads_password else [])]
         return subprocess.run(
             command,
             input=password + "\n",
@@ -61,6 +63,13 @@ class Cli:
             users = await connection.scalar(select(func.count()).select_from(Base.metadata.tables["user"]))
         await engine.dispose()
         return int(tenants or 0), int(users or 0)
+
+    async def api_keys(self) -> int:
+        engine = create_async_engine(self.database_url)
+        async with engine.connect() as connection:
+            keys = await connection.scalar(select(func.count()).select_from(Base.metadata.tables["api_key"]))
+        await engine.dispose()
+        return int(keys or 0)
 
 
 @pytest.fixture
@@ -156,6 +165,11 @@ BAD_USERS = {
         DEFAULT_PASSWORD,
         "tenant_not_found",
     ),
+    "unknown-role": (
+        user_args("new@acme.example.com", "--role", "nosuchrole"),
+        DEFAULT_PASSWORD,
+        "invalid input: --role: unknown role(s): nosuchrole",
+    ),
 }
 
 
@@ -175,6 +189,48 @@ async def test_create_user_stores_the_folded_address(cli: Cli) -> None:
     assert done.returncode == 0, done.stderr
     assert "user new.user@acme.example.com " in done.stdout
     assert await cli.counts() == (1, 2)
+
+
+def key_args(*extra: str, name: str = "ci") -> list[str]:
+    return ["create-api-key", "--tenant", "acme", "--name", name, "--scopes", "projects:read", *extra]
+
+
+# ApiKeyCreate's rules (POST /t/{tenant}/api-keys answers 422 to each of these).
+BAD_KEYS = {
+    "empty-name": (key_args(name=""), "invalid input: --name"),
+    "blank-name": (key_args(name="   "), "invalid input: --name"),
+    "name-too-long": (key_args(name="n" * 500), "invalid input: --name"),
+    "no-expiry-of-zero-days": (key_args("--expires-in-days", "0"), "invalid input: --expires-in-days"),
+    "expiry-too-long": (key_args("--expires-in-days", "3651"), "invalid input: --expires-in-days"),
+    "expiry-not-a-number": (key_args("--expires-in-days", "soon"), "invalid input: --expires-in-days"),
+    "bad-rate-limit": (key_args("--rate-limit", "lots"), "invalid input: --rate-limit"),
+    "unknown-scope": (
+        ["create-api-key", "--tenant", "acme", "--name", "ci", "--scopes", "root:all"],
+        "invalid input: --scopes",
+    ),
+    "unknown-tenant": (
+        ["create-api-key", "--tenant", "nope", "--name", "ci", "--scopes", "projects:read"],
+        "tenant_not_found",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "expected"), list(BAD_KEYS.values()), ids=list(BAD_KEYS))
+async def test_create_api_key_refuses_what_the_api_refuses(cli: Cli, args: list[str], expected: str) -> None:
+    assert cli.run(*tenant_args()).returncode == 0
+    done = cli.run(*args)
+    assert_one_line_refusal(done, expected)
+    assert len(done.stderr) < 300  # not argparse's list of 3,650 allowed values
+    assert await cli.api_keys() == 0
+
+
+async def test_create_api_key_prints_the_key_alone_on_stdout(cli: Cli) -> None:
+    assert cli.run(*tenant_args()).returncode == 0
+    done = cli.run(*key_args("--expires-in-days", "30", name="  deploy bot  "))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("sk_")
+    assert done.stdout.count("\n") == 1
+    assert await cli.api_keys() == 1
 
 
 def test_bad_settings_are_one_line_without_values(tmp_path: Path) -> None:
