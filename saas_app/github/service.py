@@ -72,6 +72,11 @@ class AccountExists(Conflict):
     title = "An account with this e-mail exists; sign in and link GitHub from it"
 
 
+HAS_ANOTHER_IDENTITY = (
+    "An account with this e-mail already has a GitHub identity; sign in and manage it from the account."
+)
+
+
 class IdentityInUse(Conflict):
     code = "identity_in_use"
     title = "This GitHub account is linked to another user"
@@ -262,6 +267,11 @@ async def _link_or_create(
         if existing is None:
             continue
         if email == verified and runtime.settings.GITHUB_LINK_BY_EMAIL and _may_link_by_email(existing):
+            if await _linked_identity(session, existing) is not None:
+                # One GitHub identity per user: rule 2 cannot apply, and this account is
+                # linked to nobody, so `identity_in_use` would be wrong (API.md: 409
+                # account_exists when rule 2 does not apply).
+                raise AccountExists(HAS_ANOTHER_IDENTITY)
             await _link(session, existing, profile, origin, how="verified_email")
             return existing
         raise AccountExists()

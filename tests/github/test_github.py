@@ -284,6 +284,25 @@ async def test_an_existing_email_is_account_exists_unless_rule_2_applies(
         assert (await me(env, tenant, member.login.access_token))["identities"] == []
 
 
+async def test_a_second_github_account_with_the_same_email_is_account_exists(make_env: EnvFactory) -> None:
+    """User U signed up with GitHub account A; account B, linked to nobody, reports the same
+    verified address. Rule 2 cannot link B (one GitHub identity per user): 409
+    `account_exists`, saying U already has a GitHub identity, not `identity_in_use` (B is
+    linked to nobody)."""
+    async with make_env(GITHUB_LINK_BY_EMAIL=True) as env:
+        tenant = await create_tenant(env.client)
+        first = assert_tokens(await env.sign_in(tenant, add_account(env.fake, "dual@example.com")))
+        before = await env.counts(tenant)
+        response = await env.sign_in(tenant, add_account(env.fake, "dual@example.com"))
+        assert_problem(response, 409, "account_exists")
+        assert "already has a GitHub identity" in response.json()["detail"]
+        assert "access_token" not in response.text
+        assert await env.counts(tenant) == before
+        assert len(await audit_events(env, tenant, "identity.linked")) == 1  # A's sign-up only
+        identities = (await me(env, tenant, first["access_token"]))["identities"]
+        assert len(identities) == 1
+
+
 async def test_signup_closed_refuses_new_github_users_but_not_linked_ones(
     env: GitHubEnv, tenant: TenantCtx
 ) -> None:
