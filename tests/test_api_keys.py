@@ -582,3 +582,13 @@ async def test_revoking_a_key_revokes_its_descendants_at_once(api: Api) -> None:
     assert [k["id"] for k in (await api.listed())["items"]] == [bystander.id]
     revoked = [e["target"]["id"] for e in (await api.events("api_key.revoked")).json()["items"]]
     assert sorted(revoked) == sorted([parent.id, child.id, grandchild.id])
+
+
+async def test_the_longest_limit_the_schema_admits_is_stored(api: Api) -> None:
+    # Four joined limits are what the schema's pattern allows: the column must hold them on
+    # PostgreSQL too (its VARCHAR length is enforced; SQLite's is not).
+    limit = "999999999 per 999999 seconds; 999999999 per 999999 minutes; 9 per 2 hours; 9/day"
+    assert len(limit) > 32
+    r = await api.issue({"name": "long", "scopes": ["projects:read"], "rate_limit": limit})
+    assert r.status_code == 201, r.text
+    assert r.json()["rate_limit"] == limit

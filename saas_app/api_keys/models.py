@@ -27,7 +27,7 @@ class ApiKey(UUIDPrimaryKey, TenantOwned, Base):
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("api_key.id", ondelete="SET NULL"), index=True
     )
-    rate_limit: Mapped[str | None] = mapped_column(String(32))
+    rate_limit: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
