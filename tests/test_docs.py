@@ -92,3 +92,16 @@ async def test_docs_pages_load_nothing_from_elsewhere_and_run_no_inline_script(c
 async def test_fastapis_cdn_pages_are_gone(client: AsyncClient) -> None:
     assert (await client.get("/redoc")).status_code == 404
     assert (await client.get("/docs/oauth2-redirect")).status_code == 404
+
+
+async def test_the_ui_files_are_revalidated_not_downloaded_again(client: AsyncClient) -> None:
+    # 1.6 MB of Swagger UI on every docs visit would be a waste: the files carry no
+    # credential, so the browser keeps them and asks with their ETag (304 when unchanged).
+    first = await client.get("/docs/assets/ui/swagger-ui-bundle.js")
+    assert first.status_code == 200
+    assert first.headers["cache-control"] == "no-cache"
+    again = await client.get(
+        "/docs/assets/ui/swagger-ui-bundle.js", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.content == b""

@@ -13,14 +13,16 @@ works in the browser; an unknown tenant is a 404.
 
 from __future__ import annotations
 
+import os
 from html import escape
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from saas_app.core.openapi import tenant_document
 from saas_app.runtime import runtime_of
@@ -51,6 +53,24 @@ PAGE = """<!doctype html>
 """
 
 
+class RevalidatedFiles(StaticFiles):
+    """Static files a browser may keep but must revalidate (`no-cache` + the ETag, so a
+    repeat visit costs a 304, not the 1.6 MB bundle), instead of the edge layer's default
+    `no-store`, which is for answers carrying credentials or personal data: these carry
+    neither, and stay fresh across an upgrade of the pinned package."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def swagger_ui_directory() -> Path:
     return Path(str(files("fastapi_swagger") / "resources"))
 
@@ -69,8 +89,8 @@ def docs_page(request: Request, title: str, openapi_url: str) -> HTMLResponse:
 
 def install_docs(app: FastAPI) -> None:
     """Serves the UI's files, `/docs`, and the per-tenant document and UI (none in the schema)."""
-    app.mount(UI_ASSETS, StaticFiles(directory=swagger_ui_directory()), name="swagger-ui")
-    app.mount(OWN_ASSETS, StaticFiles(directory=Path(__file__).parent / "static"), name="docs-app")
+    app.mount(UI_ASSETS, RevalidatedFiles(directory=swagger_ui_directory()), name="swagger-ui")
+    app.mount(OWN_ASSETS, RevalidatedFiles(directory=Path(__file__).parent / "static"), name="docs-app")
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
