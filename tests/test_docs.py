@@ -40,6 +40,9 @@ async def test_every_guarded_operation_lists_its_credentials(client: AsyncClient
     # Personal routes refuse API keys (403 human_only): the document does not offer them.
     me = document["paths"]["/t/{tenant}/users/me"]["get"]["security"]
     assert me == [{"OAuth2": []}, {"BearerToken": []}]
+    # So does the admin MFA reset (a key with users:manage gets 403 human_only there).
+    reset = document["paths"]["/t/{tenant}/users/{user_id}/mfa"]["delete"]["security"]
+    assert reset == [{"OAuth2": ["users:manage"]}, {"BearerToken": []}]
 
 
 async def test_tenant_document_names_the_tenants_token_endpoint(client: AsyncClient) -> None:

@@ -12,13 +12,11 @@ from saas_app.auth import service as auth
 from saas_app.core.errors import Conflict, Forbidden
 from saas_app.core.openapi import AUTHENTICATED, RECENT_LOGIN, problems
 from saas_app.guards import (
-    CurrentPrincipal,
     EnrollingOriginDep,
     EnrollingPrincipal,
     HumanPrincipal,
     OriginDep,
     Principal,
-    ensure_human,
     ensure_recent_login,
     require,
 )
@@ -151,13 +149,13 @@ class OwnMfaReset(Forbidden):
     responses=RECENT_LOGIN,
 )
 async def reset_mfa(
-    user_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
+    user_id: uuid.UUID, principal: HumanPrincipal, session: SessionDep, origin: OriginDep
 ) -> Response:
     """Removes another user's second factor (a lost device); needs a login of the last 10 minutes."""
     # Weakening a login changes how someone signs in: a bearer token alone must not do it
-    # (ASVS 5.0 V7.5.1, V6.6). An API key has no login, so it is refused outright; one's own
+    # (ASVS 5.0 V7.5.1, V6.6). An API key has no login, so it is refused outright (the
+    # HumanPrincipal guard: 403 human_only, and the OpenAPI document offers no key); one's own
     # factor goes only through the route that asks for a code, whatever the tenant's policy.
-    ensure_human(principal)
     if user_id == principal.user_id:
         raise OwnMfaReset(
             f"Turn your own MFA off with DELETE /t/{principal.tenant_slug}/users/me/mfa/totp"
