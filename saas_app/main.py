@@ -68,6 +68,10 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        # A path with a stray "/" is a 404, not Starlette's redirect: that redirect builds its
+        # Location from the Host header, which a client chooses (a cache in front could keep
+        # a redirect to another site), and every path of this API is exact.
+        redirect_slashes=False,
     )
     install_openapi(app)
     install_docs(app)

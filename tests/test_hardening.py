@@ -112,3 +112,16 @@ async def test_a_long_request_target_is_414(client: AsyncClient) -> None:
 async def test_a_malformed_content_length_is_413(client: AsyncClient) -> None:
     response = await client.post("/tenants", content=b"{}", headers={"Content-Length": "12x"})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("path", ["/t/{slug}/docs/", "/t/{slug}/projects/", "/tenants/"])
+async def test_a_trailing_slash_is_not_redirected_to_the_host_header(client: AsyncClient, path: str) -> None:
+    # Starlette's slash redirect would answer `Location: http://evil.example/...`, built from
+    # a Host header the client chose; a cache in front could serve it to everyone.
+    tenant = await create_tenant(client)
+    response = await client.get(
+        path.format(slug=tenant.slug), headers={**tenant.owner.headers, "Host": "evil.example"}
+    )
+    assert response.status_code in {404, 405}, response.text
+    assert "location" not in response.headers
+    assert response.headers["content-type"].startswith("application/problem+json")
