@@ -1,7 +1,7 @@
 """fold e-mail addresses: NFKC + case folding, clashes reported and left as they are
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-07
 
 Addresses were stored lower-cased only, so look-alikes (`ｏwner@…` beside `owner@…`) could
