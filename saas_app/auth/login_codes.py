@@ -85,25 +85,3 @@ async def spent(*, session: AsyncSession, tenant: TenantInfo, code: str) -> Logi
     )
     found: LoginCode | None = await session.scalar(stmt)
     return found
-
-
-async def end_unused(
-    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> int:
-    """Spends every live code of the user without opening a session; returns how many.
-
-    A code ended this way is refused like any spent one, and its replay revokes nothing
-    (it opened no session).
-    """
-    stmt = (
-        update(LoginCode)
-        .where(
-            LoginCode.tenant_id == tenant_id,
-            LoginCode.user_id == user_id,
-            LoginCode.used_at.is_(None),
-            LoginCode.expires_at > now,
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(await session.execute(stmt), "rowcount", 0) or 0)

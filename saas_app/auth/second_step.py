@@ -7,7 +7,6 @@ token endpoint's `mfa_otp` / `mfa_recovery_code` grants finish it, and the
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,21 +43,6 @@ async def second_step(
         session=session, user=user, purpose=purpose, amr=amr, scope=requested, user_agent=user_agent, now=now
     )
     return MfaRequired(mfa_token) if purpose == "login" else MfaEnrollmentRequired(mfa_token)
-
-
-async def end_pending_steps(
-    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> int:
-    """Ends every login the user left half-way: live `mfa_token`s (login and enrolment
-    kinds) and unused login codes. Returns how many.
-
-    Each of them proves a first factor that a password change or reset has just declared
-    compromised: whoever holds one must not finish that login afterwards (ASVS 5.0 V7.4.3,
-    issue 13 item 9). Runs in the caller's transaction, so it commits with the new password.
-    """
-    challenges = await mfa.end_challenges(session=session, tenant_id=tenant_id, user_id=user_id, now=now)
-    codes = await login_codes.end_unused(session=session, tenant_id=tenant_id, user_id=user_id, now=now)
-    return challenges + codes
 
 
 async def login_code_grant(

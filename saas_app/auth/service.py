@@ -25,7 +25,8 @@ from saas_app.auth.issuance import (
     revoke_for_reuse,
     token_pair,
 )
-from saas_app.auth.second_step import end_pending_steps, second_step
+from saas_app.auth.pending import end_pending_steps
+from saas_app.auth.second_step import second_step
 from saas_app.core.errors import DomainError, RateLimited
 from saas_app.rbac.models import Role
 from saas_app.rbac.permissions import MEMBER

@@ -324,21 +324,3 @@ async def close_challenge(*, session: AsyncSession, token: str, now: datetime) -
         .execution_options(synchronize_session=False)
     )
     return getattr(await session.execute(stmt), "rowcount", 0) == 1
-
-
-async def end_challenges(
-    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
-) -> int:
-    """Closes every live challenge of the user, login and enrolment kinds; returns how many."""
-    stmt = (
-        update(MfaChallenge)
-        .where(
-            MfaChallenge.tenant_id == tenant_id,
-            MfaChallenge.user_id == user_id,
-            MfaChallenge.used_at.is_(None),
-            MfaChallenge.expires_at > now,
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(await session.execute(stmt), "rowcount", 0) or 0)

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.auth import login_codes, sessions
+from saas_app.auth import sessions
+from saas_app.auth.pending import end_pending_steps
 from saas_app.core.errors import Conflict, NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
-from saas_app.mfa import service as mfa
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import OWNER
@@ -165,9 +165,8 @@ async def set_active(
         await sessions.revoke_all(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
         # A login left half-way (an `mfa_token`, an unused GitHub login code) must not be
         # finished after a reactivation: deactivation ends every way in, not only sessions
-        # (ASVS 5.0 V7.4.1; issue 13 item 9's `end_pending_steps`, without its import cycle).
-        await mfa.end_challenges(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
-        await login_codes.end_unused(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
+        # (ASVS 5.0 V7.4.1).
+        await end_pending_steps(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
     user.is_active = is_active
     await audit.record(
         session=session,

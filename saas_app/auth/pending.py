@@ -1,0 +1,46 @@
+"""Logins left half-way: an `mfa_token` (login or enrolment kind) or an unused login code.
+
+Each proves a first factor. A password change or a deactivation declares that proof void,
+so whoever holds one must not finish that login afterwards (ASVS 5.0 V7.4.1, V7.4.3).
+A module of its own so that both auth/service.py and users/service.py can call it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.auth.models import LoginCode
+from saas_app.mfa.models import MfaChallenge
+
+# Both are one-time rows of a user: spent when `used_at` is set, dead after `expires_at`.
+HALF_WAY_LOGINS = (MfaChallenge, LoginCode)
+
+
+async def end_pending_steps(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
+) -> int:
+    """Spends every live `mfa_token` and login code of the user, in the caller's transaction
+    (so it commits with the change that caused it); returns how many.
+
+    A login code ended this way is refused like any spent one, and its replay revokes
+    nothing (it opened no session).
+    """
+    ended = 0
+    for kind in HALF_WAY_LOGINS:
+        stmt = (
+            update(kind)
+            .where(
+                kind.tenant_id == tenant_id,
+                kind.user_id == user_id,
+                kind.used_at.is_(None),
+                kind.expires_at > now,
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        ended += int(getattr(await session.execute(stmt), "rowcount", 0) or 0)
+    return ended
