@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     DATABASE_URL: str = "sqlite+aiosqlite:///./saas_app.db"
     DATABASE_POOL_SIZE: int = Field(default=10, ge=1)
     REDIS_URL: str | None = None
+    # The exact read cache of principals, tenants and hot answers (saas_app/core/readcache.py).
+    # false: every request reads the database (the benchmark's cold path; a diagnostic).
+    READ_CACHE_ENABLED: bool = True
     PUBLIC_URL: str = "http://127.0.0.1:8000"
 
     JWT_SECRET: str = SAMPLE_JWT_SECRET

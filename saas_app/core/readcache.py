@@ -78,6 +78,8 @@ class SqliteDataVersion:
 
 def data_version_for(settings: Settings) -> DataVersion:
     url = make_url(settings.DATABASE_URL)
+    if not settings.READ_CACHE_ENABLED:
+        return NoDataVersion()
     if settings.is_sqlite:
         if url.database and url.database != ":memory:":
             return SqliteDataVersion(url.database)
