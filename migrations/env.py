@@ -20,6 +20,12 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
+def include_object(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+    # SQLite's change log is written by triggers only (revision 0009), never a model:
+    # autogenerate must not propose dropping it.
+    return not (kind == "table" and name == "cache_change")
+
+
 def database_url() -> str:
     return config.get_main_option("sqlalchemy.url") or get_settings().DATABASE_URL
 
@@ -28,6 +34,7 @@ def run_migrations_offline() -> None:
     context.configure(
         url=database_url(),
         target_metadata=target_metadata,
+        include_object=include_object,
         literal_binds=True,
         render_as_batch=True,
         dialect_opts={"paramstyle": "named"},
@@ -38,7 +45,12 @@ def run_migrations_offline() -> None:
 
 def do_run_migrations(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things in place; batch mode copies tables.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        include_object=include_object,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

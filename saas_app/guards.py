@@ -147,10 +147,11 @@ async def token_principal(
         raise Unauthorized()
     grant = await read_through(
         runtime.cache,
-        runtime.session_factory,
+        runtime.reader,
         ("session", claims.sid),
         SessionGrant,
-        lambda session: load_grant(session=session, tenant_id=tenant.id, session_id=claims.sid),
+        lambda connection: load_grant(connection=connection, tenant_id=tenant.id, session_id=claims.sid),
+        SessionGrant.depends_on,
         memo,
     )
     if grant is None or grant.user_id != claims.sub or not grant.is_live(runtime.lifetimes, now):
@@ -176,7 +177,7 @@ async def key_principal(
 ) -> Principal:
     """An API key of this tenant, live, with its scopes clipped to its creator's rights."""
     auth, dead = await api_keys.authenticate(
-        factory=runtime.session_factory,
+        reader=runtime.reader,
         box=runtime.box,
         cache=runtime.cache,
         tenant_id=tenant.id,

@@ -49,6 +49,7 @@ def create_app(
         refuse_foreign_proxy_trust(settings)
         runtime = Runtime.build(settings, clock or SystemClock(), http_transport)
         app.state.runtime = runtime
+        await runtime.cache.feed.start()
         # Everything built so far (modules, routes, schemas, the engine) lives as long as
         # the process: moved out of the collector's generations, a full collection of a
         # busy worker no longer walks the whole start-up heap.

@@ -4,7 +4,6 @@ from saas_app.api_keys.models import ApiKey
 from saas_app.audit.models import AuditEvent
 from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
-from saas_app.core.epoch import CacheEpoch
 from saas_app.github.models import SpentState
 from saas_app.mfa.models import MfaChallenge, RecoveryCode
 from saas_app.projects.models import Project
@@ -16,7 +15,6 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
-    "CacheEpoch",
     "Identity",
     "LoginCode",
     "MfaChallenge",

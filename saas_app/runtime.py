@@ -17,9 +17,10 @@ from saas_app.api_keys.service import UsageRecorder
 from saas_app.auth.sessions import Lifetimes
 from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
-from saas_app.core.db import create_engine, create_session_factory
+from saas_app.core.db import FENCE, create_engine, create_session_factory, reader_engine
+from saas_app.core.feeds import PostgresNotifications, feed_for
 from saas_app.core.ratelimit import RateLimiter
-from saas_app.core.readcache import ReadCache, data_version_for
+from saas_app.core.readcache import ReadCache
 from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
 from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
@@ -30,6 +31,7 @@ class Runtime:
     settings: Settings
     clock: Clock
     engine: AsyncEngine
+    reader: AsyncEngine  # the read cache's loads: one statement, no transaction
     session_factory: async_sessionmaker[AsyncSession]
     write_session_factory: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
@@ -50,12 +52,15 @@ class Runtime:
         engine = create_engine(settings)
         keys = TokenKeys(settings)
         timeout = settings.GITHUB_TIMEOUT_SECONDS
-        write_session_factory = create_session_factory(engine, for_writes=True)
+        feed = feed_for(settings)
+        new_fence = feed.new_fence if isinstance(feed, PostgresNotifications) else None
+        write_session_factory = create_session_factory(engine, for_writes=True, new_fence=new_fence)
         return cls(
             settings=settings,
             clock=clock,
             engine=engine,
-            session_factory=create_session_factory(engine),
+            reader=reader_engine(engine),
+            session_factory=create_session_factory(engine, new_fence=new_fence),
             write_session_factory=write_session_factory,
             hasher=PasswordHasher(settings),
             keys=keys,
@@ -73,7 +78,7 @@ class Runtime:
                 follow_redirects=False,
             ),
             key_usage=UsageRecorder(write_session_factory),
-            cache=ReadCache(data_version_for(settings)),
+            cache=ReadCache(feed),
         )
 
 
@@ -126,16 +131,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def cache_memo(request: Request) -> MutableMapping[str, Any] | None:
-    """Where a read-only request keeps its read-cache version (see `read_through`)."""
+    """Where a read-only request keeps its read-cache snapshot (see `read_through`)."""
     return request.scope if request.method in SAFE_METHODS else None
 
 
-AUTH_MEMO = "saas_app.auth_memo"  # an unsafe request's version, for its dependencies only
+AUTH_MEMO = "saas_app.auth_memo"  # an unsafe request's snapshot, for its dependencies only
 
 
 def auth_memo(request: Request) -> MutableMapping[str, Any]:
     """Where the tenant lookup and the authentication of a request keep the read-cache
-    version they share: one change-signal read for both. Both run as dependencies, before
+    snapshot they share: one change-feed sync for both. Both run as dependencies, before
     the route writes anything; an unsafe request's route body never sees this memo (it
     must read fresh after its own writes, see `read_through`)."""
     if request.method in SAFE_METHODS:
@@ -145,32 +150,48 @@ def auth_memo(request: Request) -> MutableMapping[str, Any]:
 
 
 @asynccontextmanager
-async def _transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def _transaction(
+    factory: async_sessionmaker[AsyncSession], cache: ReadCache
+) -> AsyncIterator[AsyncSession]:
     """Commits when the body succeeds, else rolls back. Errors that must keep their side
-    effects (a failed login's audit event) carry `keep_changes = True`."""
+    effects (a failed login's audit event) carry `keep_changes = True`.
+
+    After a commit that changed what the read cache holds, waits until this node's change
+    feed has applied it (PostgreSQL; see FencedSession), so the writer's next request, on
+    this node, sees its change."""
     async with factory() as session:
         try:
             yield session
         except BaseException as exc:
             if getattr(exc, "keep_changes", False):
                 await session.commit()
+                await _settle(session, cache)
             else:
                 await session.rollback()
             raise
         await session.commit()
+        await _settle(session, cache)
+
+
+async def _settle(session: AsyncSession, cache: ReadCache) -> None:
+    fence: str | None = session.info.pop(FENCE, None)
+    if fence is not None:
+        await cache.feed.settle(fence)
 
 
 async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's session: a writer's (BEGIN IMMEDIATE on SQLite) unless the method is safe."""
     runtime = runtime_of(request)
     safe = request.method in SAFE_METHODS
-    async with _transaction(runtime.session_factory if safe else runtime.write_session_factory) as session:
+    factory = runtime.session_factory if safe else runtime.write_session_factory
+    async with _transaction(factory, runtime.cache) as session:
         yield session
 
 
 async def write_unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """For the few safe-method routes that write (GitHub's callback is a GET)."""
-    async with _transaction(runtime_of(request).write_session_factory) as session:
+    runtime = runtime_of(request)
+    async with _transaction(runtime.write_session_factory, runtime.cache) as session:
         yield session
 
 

@@ -1,5 +1,7 @@
 """The hot-path read cache is exact: any change, made by any worker, shows on the next
-request. Two apps on one database stand for two workers (each has its own cache)."""
+request. Two apps on one database stand for two workers (each has its own cache and its
+own change feed). tests/test_change_feed.py has the precise-eviction and real-process
+tests."""
 
 from __future__ import annotations
 
@@ -12,9 +14,7 @@ from httpx import AsyncClient
 
 from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
-from saas_app.core.readcache import NoDataVersion, ReadCache
-from saas_app.tenancy import service as tenancy_service
-from tests.conftest import ON_POSTGRES
+from saas_app.core.readcache import NoFeed, ReadCache
 from tests.factories import (
     add_member,
     create_api_key,
@@ -99,16 +99,16 @@ async def test_the_cache_serves_repeat_reads_while_nothing_changes(client: Async
     tenant = await create_tenant(client)
     cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
     await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
-    version = await cache.version()
-    assert version is not None  # SQLite's data_version, or PostgreSQL's cache_epoch
-    assert cache.get(("me", _uuid(tenant.owner.id)), version) is not None
+    snapshot = await cache.snapshot()
+    assert snapshot is not None  # the feed is up: SQLite's change log, or PostgreSQL's LISTEN
+    assert cache.get(("me", _uuid(tenant.owner.id)), snapshot) is not None
 
 
-async def test_without_a_change_signal_nothing_is_cached() -> None:
-    cache = ReadCache(NoDataVersion())
-    version = await cache.version()
-    cache.put("k", "v", version)
-    assert cache.get("k", version) is None
+async def test_without_a_change_feed_nothing_is_cached() -> None:
+    cache = ReadCache(NoFeed())
+    snapshot = await cache.snapshot()
+    cache.put("k", "v", ("user:1",), snapshot)
+    assert cache.get("k", snapshot) is None
 
 
 def _uuid(value: str) -> Any:
@@ -148,49 +148,6 @@ async def test_one_tenants_cached_list_is_never_another_tenants(client: AsyncCli
     assert other.json()["items"] == []
 
 
-async def _epoch(client: AsyncClient) -> int | None:
-    cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
-    return await cache.version()
-
-
-@pytest.mark.skipif(not ON_POSTGRES, reason="cache_epoch is PostgreSQL's signal; SQLite has data_version")
-async def test_on_postgres_a_write_moves_the_epoch_and_a_read_does_not(client: AsyncClient) -> None:
-    tenant = await create_tenant(client)
-    before = await _epoch(client)
-    assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
-    assert (await client.get(tenant.path("/projects"), headers=tenant.owner.headers)).status_code == 200
-    assert await _epoch(client) == before
-    renamed = await client.patch(
-        tenant.path("/users/me"), json={"full_name": "Ada"}, headers=tenant.owner.headers
-    )
-    assert renamed.status_code == 200
-    after = await _epoch(client)
-    assert before is not None
-    assert after is not None
-    assert after > before
-
-
-@pytest.mark.skipif(not ON_POSTGRES, reason="cache_epoch is PostgreSQL's signal; SQLite has data_version")
-async def test_on_postgres_a_refused_write_leaves_the_epoch(client: AsyncClient) -> None:
-    tenant = await create_tenant(client)
-    before = await _epoch(client)
-    # Same name twice: the second insert fails and its transaction (bump included) rolls back.
-    assert (
-        await client.post(
-            tenant.path("/roles"), json={"name": "ops", "permissions": []}, headers=tenant.owner.headers
-        )
-    ).status_code == 201
-    middle = await _epoch(client)
-    again = await client.post(
-        tenant.path("/roles"), json={"name": "ops", "permissions": []}, headers=tenant.owner.headers
-    )
-    assert again.status_code == 409
-    assert before is not None
-    assert middle is not None
-    assert middle > before
-    assert await _epoch(client) == middle
-
-
 async def test_mfa_required_through_another_worker_applies_to_the_next_login(
     workers: tuple[AsyncClient, AsyncClient], clock: FrozenClock
 ) -> None:
@@ -212,34 +169,27 @@ async def test_mfa_required_through_another_worker_applies_to_the_next_login(
     assert "access_token" not in response.json()
 
 
-async def test_a_bearer_request_reads_the_change_signal_once_and_the_tenant_from_cache(
+async def test_a_bearer_request_syncs_with_the_feed_once_and_reads_the_tenant_from_cache(
     client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The tenant is cached under the same change signal as the session: a warm bearer
-    request reads the signal once (tenant and session share it) and loads no tenant."""
+    """The tenant is cached beside the session: a warm bearer request syncs with the change
+    feed once (tenant and session share the snapshot) and loads nothing."""
     tenant = await create_tenant(client)
     assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
     cache: ReadCache = client.app.state.runtime.cache  # type: ignore[attr-defined]
-    signal = cache._data_version
-    reads = loads = 0
-    read_signal, load_tenant = signal.current, tenancy_service.get_by_slug
+    syncs = 0
+    sync = cache.feed.sync
 
-    async def counted_read() -> int | None:
-        nonlocal reads
-        reads += 1
-        return await read_signal()
+    async def counted_sync() -> bool:
+        nonlocal syncs
+        syncs += 1
+        return await sync()
 
-    async def counted_load(**kwargs: Any) -> Any:
-        nonlocal loads
-        loads += 1
-        return await load_tenant(**kwargs)
-
-    monkeypatch.setattr(signal, "current", counted_read)
-    monkeypatch.setattr(tenancy_service, "get_by_slug", counted_load)
+    monkeypatch.setattr(cache.feed, "sync", counted_sync)
     for method in ("GET", "POST"):  # POST: logout, after which the session is gone
-        reads = loads = 0
+        syncs, loads = 0, cache.loads
         path = "/users/me" if method == "GET" else "/auth/logout"
         warm = await client.request(method, tenant.path(path), headers=tenant.owner.headers)
         assert warm.status_code in (200, 204), warm.text
-        assert reads == 1
-        assert loads == 0
+        assert syncs == 1
+        assert cache.loads == loads

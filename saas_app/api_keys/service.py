@@ -19,14 +19,15 @@ from typing import Any
 from limits import parse_many
 from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from saas_app.api_keys.models import ApiKey
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
+from saas_app.core.changes import tags
 from saas_app.core.errors import Forbidden, NotFound, Unauthorized
 from saas_app.core.pagination import PageParams, keyset_page, split_page
-from saas_app.core.readcache import ReadCache, read_through, version_of
+from saas_app.core.readcache import ReadCache, read_through, snapshot_of, with_orm
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import ordered
@@ -280,6 +281,9 @@ class KeyRecord:
     buckets: tuple[tuple[str, str], ...]
     # Scopes clipped to the creator's current permissions; None when the creator is gone.
     permissions: frozenset[str] | None
+    # The rows it was read from, as change-feed tags: the key and its ancestors, the
+    # creator and the creator's roles (saas_app/core/changes.py).
+    depends_on: tuple[str, ...] = ()
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
@@ -287,7 +291,7 @@ class KeyRecord:
 
 # The key, its creator's activity and the creator's roles, in one statement built once.
 KEY_QUERY = (
-    select(ApiKey, User.is_active, Role.permissions)
+    select(ApiKey, User.is_active, Role.id.label("role_id"), Role.permissions)
     .outerjoin(User, (User.id == ApiKey.created_by) & (User.tenant_id == ApiKey.tenant_id))
     .outerjoin(UserRole, UserRole.user_id == User.id)
     .outerjoin(Role, Role.id == UserRole.role_id)
@@ -319,12 +323,17 @@ async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None
         last_used_at=key.last_used_at,
         buckets=tuple((str(k.id), k.rate_limit) for k in lineage if k.rate_limit),
         permissions=permissions,
+        depends_on=(
+            *tags("api_key", (k.id for k in lineage)),
+            *tags("user", (key.created_by,)),
+            *tags("role", {row.role_id for row in rows}),
+        ),
     )
 
 
 async def authenticate(
     *,
-    factory: async_sessionmaker[AsyncSession],
+    reader: AsyncEngine,
     box: SecretBox,
     cache: ReadCache,
     tenant_id: uuid.UUID,
@@ -333,12 +342,13 @@ async def authenticate(
     memo: MutableMapping[str, Any] | None = None,
 ) -> tuple[KeyRecord | None, KeyRecord | None]:
     """Returns (the authenticated key, None), or (None, the key if it was a dead one)."""
-    # A string that matched its key's hash is remembered until the database changes, like
-    # a verified access token: a repeat call skips the parse and the HMAC. Only the exact
-    # string hits, so the fast path tells a caller nothing it did not already hold.
-    memo = {} if memo is None else memo  # one version read serves both lookups below
-    version = await version_of(cache, memo)
-    known = cache.get(("api_key_presented", presented), version)
+    # A string that matched its key's hash is remembered until a row the record was read
+    # from changes, like a verified access token: a repeat call skips the parse and the
+    # HMAC. Only the exact string hits, so the fast path tells a caller nothing it did not
+    # already hold.
+    memo = {} if memo is None else memo  # one snapshot serves both lookups below
+    snapshot = await snapshot_of(cache, memo)
+    known = cache.get(("api_key_presented", presented), snapshot)
     if isinstance(known, KeyRecord):
         return _live(known, tenant_id, now)
     parts = key_format.parse(presented)
@@ -347,10 +357,11 @@ async def authenticate(
         prefix = parts.prefix
         record = await read_through(
             cache,
-            factory,
+            reader,
             ("api_key", prefix),
             KeyRecord,
-            lambda s: load_record(session=s, prefix=prefix),
+            with_orm(lambda s: load_record(session=s, prefix=prefix)),
+            lambda r: r.depends_on,
             memo,
         )
     secret = parts.secret if parts else presented
@@ -359,7 +370,7 @@ async def authenticate(
     results = [same(digest, expected) for digest in box.keyed_digests(secret)]
     if record is None or not any(results):
         return None, None
-    cache.put(("api_key_presented", presented), record, version)
+    cache.put(("api_key_presented", presented), record, record.depends_on, snapshot)
     return _live(record, tenant_id, now)
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from saas_app.auth.models import RefreshToken, Session
+from saas_app.core.changes import tag, tags
 from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.rbac.models import Role, UserRole
 from saas_app.security.opaque import digest, new_refresh_token
@@ -29,7 +30,9 @@ class Lifetimes:
 
 # Built once: constructing a statement costs more than running it on a warm cache.
 GRANT_QUERY = (
-    select(Session.user_id, Session.expires_at, Session.last_used_at, Role.permissions)
+    select(
+        Session.user_id, Session.expires_at, Session.last_used_at, Role.id.label("role_id"), Role.permissions
+    )
     .join(User, User.id == Session.user_id)
     .outerjoin(UserRole, UserRole.user_id == User.id)
     .outerjoin(Role, Role.id == UserRole.role_id)
@@ -62,27 +65,35 @@ class SessionGrant:
     and that user's current permissions. The time checks are left to `is_live`, so a
     cached grant still expires on time."""
 
+    session_id: uuid.UUID
     user_id: uuid.UUID
     expires_at: datetime
     last_used_at: datetime
     held: frozenset[str]
+    roles: frozenset[uuid.UUID]
+
+    def depends_on(self) -> tuple[str, ...]:
+        """The rows it was read from, as change-feed tags (saas_app/core/changes.py)."""
+        return (tag("session", self.session_id), tag("user", self.user_id), *tags("role", self.roles))
 
     def is_live(self, lifetimes: Lifetimes, now: datetime) -> bool:
         return self.expires_at > now and self.last_used_at > now - lifetimes.idle
 
 
 async def load_grant(
-    *, session: AsyncSession, tenant_id: uuid.UUID, session_id: uuid.UUID
+    *, connection: AsyncConnection, tenant_id: uuid.UUID, session_id: uuid.UUID
 ) -> SessionGrant | None:
-    """One query: the session unrevoked, its user active, and the user's current roles."""
-    rows = (await session.execute(GRANT_QUERY, {"sid": session_id, "tid": tenant_id})).all()
+    """One statement: the session unrevoked, its user active, and the user's current roles."""
+    rows = (await connection.execute(GRANT_QUERY, {"sid": session_id, "tid": tenant_id})).all()
     if not rows:
         return None
     return SessionGrant(
+        session_id=session_id,
         user_id=rows[0].user_id,
         expires_at=rows[0].expires_at,
         last_used_at=rows[0].last_used_at,
         held=frozenset(p for row in rows if row.permissions for p in row.permissions),
+        roles=frozenset(row.role_id for row in rows if row.role_id is not None),
     )
 
 

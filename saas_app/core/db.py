@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, Uuid, event
+from sqlalchemy import DateTime, MetaData, Uuid, event, text
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
+from saas_app.core.changes import CHANNEL, flush_fires, statement_fires
 from saas_app.core.config import Settings
 
 NAMING_CONVENTION = {
@@ -97,13 +99,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_session_factory(
-    engine: AsyncEngine, *, for_writes: bool = False
+    engine: AsyncEngine, *, for_writes: bool = False, new_fence: Callable[[], str] | None = None
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions for requests that write (on SQLite: BEGIN IMMEDIATE), or for reads.
 
     Reads run without BEGIN (SQLite) or in autocommit (PostgreSQL): each statement reads
     its own snapshot, exactly as inside a READ COMMITTED transaction, and a read-only
-    request saves the BEGIN and ROLLBACK round trips.
+    request saves the BEGIN and ROLLBACK round trips. `new_fence` (PostgreSQL's change
+    feed) marks the transactions that change what a read cache holds (see FencedSession).
     """
     sqlite = engine.dialect.name == "sqlite"
     if for_writes:
@@ -112,39 +115,57 @@ def create_session_factory(
         bind = engine.execution_options(sqlite_begin="NONE")
     else:
         bind = engine.execution_options(isolation_level="AUTOCOMMIT")
-    session_class = Session if sqlite else EpochSession
-    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False, sync_session_class=session_class)
+    return async_sessionmaker(
+        bind,
+        expire_on_commit=False,
+        autoflush=False,
+        sync_session_class=Session if new_fence is None else FencedSession,
+        info={} if new_fence is None else {NEW_FENCE: new_fence},
+    )
 
 
-WROTE = "saas_app.wrote"
-BUMP_EPOCH = "UPDATE cache_epoch SET n = n + 1 WHERE id = 1"
+def reader_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's connections as the read cache's loads use them: no BEGIN on SQLite,
+    autocommit on PostgreSQL (one statement, one round trip)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="NONE")
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-class EpochSession(Session):
-    """A session that bumps `cache_epoch` in the same transaction as any write it commits
-    (PostgreSQL's change signal for the read cache; see saas_app/core/epoch.py)."""
+NOTIFY = text("SELECT pg_notify(:channel, :fence)")
+NEW_FENCE = "saas_app.new_fence"  # in session.info: makes a fence token
+FIRES = "saas_app.fires"  # in session.info: this transaction changes cached rows
+FENCE = "saas_app.fence"  # in session.info: the fence its last commit sent
 
 
-@event.listens_for(EpochSession, "after_flush")
+class FencedSession(Session):
+    """A session that, when its transaction changes rows the caches read (a trigger will
+    notify), sends a fence last, so the writer can wait until its own node has heard all
+    of it (`ReadCache.feed.settle`, called by the unit of work after COMMIT)."""
+
+
+@event.listens_for(FencedSession, "after_flush")
 def _flushed(session: Session, _context: Any) -> None:
-    session.info[WROTE] = True
+    if not session.info.get(FIRES) and flush_fires(session):
+        session.info[FIRES] = True
 
 
-@event.listens_for(EpochSession, "do_orm_execute")
+@event.listens_for(FencedSession, "do_orm_execute")
 def _executed(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
-        state.session.info[WROTE] = True
+    if (state.is_insert or state.is_update or state.is_delete) and statement_fires(state):
+        state.session.info[FIRES] = True
 
 
-@event.listens_for(EpochSession, "before_commit")
-def _bump_epoch(session: Session) -> None:
+@event.listens_for(FencedSession, "before_commit")
+def _send_fence(session: Session) -> None:
     # SQLAlchemy flushes pending changes only after this event: flush now, so they count.
     session.flush()
-    # Last statement before COMMIT: the epoch's row lock is held for one round trip.
-    if session.info.pop(WROTE, False):
-        session.connection().exec_driver_sql(BUMP_EPOCH)
+    if session.info.pop(FIRES, False):
+        fence = session.info[NEW_FENCE]()
+        session.connection().execute(NOTIFY, {"channel": CHANNEL, "fence": fence})
+        session.info[FENCE] = fence
 
 
-@event.listens_for(EpochSession, "after_rollback")
+@event.listens_for(FencedSession, "after_rollback")
 def _rolled_back(session: Session) -> None:
-    session.info.pop(WROTE, None)
+    session.info.pop(FIRES, None)

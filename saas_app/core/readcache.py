@@ -1,157 +1,208 @@
-"""A read-through cache that is exact: an entry is used only while the database has not
-changed at all since it was read.
+"""A read-through cache that is exact: an entry lives until a committed change to a row it
+read, and a change evicts nothing else.
 
-On SQLite, `PRAGMA data_version` on a connection of our own changes whenever any other
-connection, in this process or another worker, commits a change to the file. Reading it
-costs microseconds and no thread hand-off, so the authenticated hot path (who is this
-token's session, what may they do) needs no query while nothing changes, and sees any
-role change, revocation or deactivation, from any worker, on the very next request.
-On PostgreSQL the signal is `cache_epoch`, bumped in every writing transaction
-(saas_app/core/epoch.py): one small query per read instead of the reads it replaces.
-Where no signal can be read, `version()` is None and nothing is cached.
+Each entry lists the tags it depends on (`session:<id>`, `user:<id>`, `role:<id>`, ...,
+saas_app/core/changes.py); the database's triggers name the tags of every committed change,
+and the node's change feed (saas_app/core/feeds.py) evicts them. A project insert, an audit
+row, another user's login or a `last_used_at` touch therefore evicts nothing of user B's.
+
+A value read while a change was committing must not outlive the change: a reader takes a
+snapshot (the eviction counter) *before* it queries, and `put` refuses the value if any of
+its tags was evicted since. A commit after the query is evicted later like any other; a
+commit before it was read. Where the feed cannot vouch for the cache (no signal, a lost
+connection, the cache switched off), `snapshot` is None and every read goes to the
+database.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from saas_app.core.config import Settings
-from saas_app.core.epoch import PostgresEpoch
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
+MAX_EVICTIONS = 100_000  # per-tag eviction marks kept before they are folded into a floor
 T = TypeVar("T")
-VERSION = "saas_app.cache_version"  # where a request keeps the version it read
+SNAPSHOT = "saas_app.cache_snapshot"  # where a request keeps the snapshot it took
 
 
-class DataVersion(Protocol):
-    async def current(self) -> int | None: ...
+@dataclass(frozen=True, slots=True)
+class Body:
+    """An answer cached as sent (no query, no serialisation on a hit), with the tags of the
+    rows it was built from."""
+
+    content: bytes
+    depends_on: tuple[str, ...]
+
+
+class Feed(Protocol):
+    """The node's change feed: keeps a ReadCache in step with the database."""
+
+    def attach(self, cache: ReadCache) -> None: ...
+
+    async def start(self) -> None:
+        """Connects (at start-up); a feed that cannot connect yet keeps trying."""
+        ...
+
+    async def sync(self) -> bool:
+        """Applies every change committed so far that this node must see before it reads;
+        False when it cannot (then nothing may be cached or served from the cache)."""
+        ...
+
+    async def settle(self, fence: str) -> None:
+        """Returns once this node has applied the writer's own changes (see db.py)."""
+        ...
 
     async def close(self) -> None: ...
 
 
-class NoDataVersion:
-    """No change signal: every read goes to the database."""
+class NoFeed:
+    """No change signal (the cache switched off, or an in-memory database): read through."""
 
-    async def current(self) -> int | None:
+    def attach(self, cache: ReadCache) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def sync(self) -> bool:
+        return False
+
+    async def settle(self, fence: str) -> None:
         return None
 
     async def close(self) -> None:
         return None
-
-
-class SqliteDataVersion:
-    """`PRAGMA data_version` of a read-only connection that never writes, so every commit
-    by anyone moves it (SQLite docs, "PRAGMA data_version")."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._connection: sqlite3.Connection | None = None
-
-    async def current(self) -> int | None:
-        try:
-            if self._connection is None:
-                self._connection = sqlite3.connect(
-                    f"file:{self._path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-                )
-            row = self._connection.execute("PRAGMA data_version").fetchone()
-            return int(row[0])
-        except sqlite3.Error as exc:  # no file yet, or unreadable: do not cache
-            logger.debug("data_version unavailable: %s", exc)
-            self._disconnect()
-            return None
-
-    async def close(self) -> None:
-        self._disconnect()
-
-    def _disconnect(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-
-def data_version_for(settings: Settings) -> DataVersion:
-    url = make_url(settings.DATABASE_URL)
-    if not settings.READ_CACHE_ENABLED:
-        return NoDataVersion()
-    if settings.is_sqlite:
-        if url.database and url.database != ":memory:":
-            return SqliteDataVersion(url.database)
-        return NoDataVersion()
-    return PostgresEpoch(settings)
 
 
 class ReadCache:
-    """Values read from the database, valid for one data version. Read the version
-    *before* the query whose result you cache: a commit racing the query then only makes
-    the entry look older than it is, never newer."""
+    """Values read from the database, each with the tags it depends on."""
 
-    def __init__(self, data_version: DataVersion) -> None:
-        self._data_version = data_version
-        self._version: int | None = None
-        self._entries: dict[Hashable, object] = {}
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self._entries: dict[Hashable, tuple[object, tuple[str, ...]]] = {}
+        self._keys_by_tag: dict[str, set[Hashable]] = {}
+        self._seq = 0  # bumped by every eviction
+        self._evicted: dict[str, int] = {}  # tag -> the eviction that last removed it
+        self._floor = 0  # a snapshot older than this may have missed an eviction
+        self.loads = 0  # reads that went to the database (for tests and diagnostics)
+        feed.attach(self)
 
-    async def version(self) -> int | None:
-        """The database's current version; entries of older versions are dropped."""
-        current = await self._data_version.current()
-        if current != self._version:
-            self._entries.clear()
-            self._version = current
-        return current
-
-    def get(self, key: Hashable, version: int | None) -> object | None:
-        if version is None or version != self._version:
+    async def snapshot(self) -> int | None:
+        """Brings the cache up to date with the feed; None if it cannot be used."""
+        if not await self.feed.sync():
             return None
-        return self._entries.get(key)
+        return self._seq
 
-    def put(self, key: Hashable, value: object, version: int | None) -> None:
-        if version is None or version != self._version:
+    def get(self, key: Hashable, snapshot: int | None) -> object | None:
+        if snapshot is None:
+            return None
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: Hashable, value: object, tags: Iterable[str], snapshot: int | None) -> None:
+        """Keeps `value`, read after `snapshot` was taken, unless a change it depends on was
+        evicted meanwhile (the value may predate that change)."""
+        if snapshot is None or snapshot < self._floor:
+            return
+        depends = tuple(tags)
+        if snapshot != self._seq and any(self._evicted.get(t, 0) > snapshot for t in depends):
             return
         if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[key] = value
+            self.clear()
+            return
+        self._forget(key)
+        self._entries[key] = (value, depends)
+        for t in depends:
+            self._keys_by_tag.setdefault(t, set()).add(key)
+
+    def evict(self, tags: Iterable[str]) -> None:
+        """Drops every entry that depends on any of `tags`."""
+        self._seq += 1
+        for t in tags:
+            self._evicted[t] = self._seq
+            for key in self._keys_by_tag.pop(t, ()):
+                self._forget(key)
+        if len(self._evicted) > MAX_EVICTIONS:
+            self._evicted.clear()
+            self._floor = self._seq  # snapshots from before now are refused wholesale
+
+    def clear(self) -> None:
+        """Drops everything (the feed was lost, or fell too far behind)."""
+        self._entries.clear()
+        self._keys_by_tag.clear()
+        self._evicted.clear()
+        self._seq += 1
+        self._floor = self._seq
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _forget(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for t in entry[1]:
+            keys = self._keys_by_tag.get(t)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._keys_by_tag[t]
 
     async def close(self) -> None:
-        await self._data_version.close()
+        await self.feed.close()
 
 
-async def version_of(cache: ReadCache, memo: MutableMapping[str, Any] | None = None) -> int | None:
-    """The cache's version, read once per request when the request keeps a `memo`."""
-    if memo is not None and VERSION in memo:
-        known: int | None = memo[VERSION]
+async def snapshot_of(cache: ReadCache, memo: MutableMapping[str, Any] | None = None) -> int | None:
+    """The cache's snapshot, taken once per request when the request keeps a `memo`."""
+    if memo is not None and SNAPSHOT in memo:
+        known: int | None = memo[SNAPSHOT]
         return known
-    version = await cache.version()
+    snapshot = await cache.snapshot()
     if memo is not None:
-        memo[VERSION] = version
-    return version
+        memo[SNAPSHOT] = snapshot
+    return snapshot
 
 
 async def read_through(
     cache: ReadCache,
-    factory: async_sessionmaker[AsyncSession],
+    reader: AsyncEngine,
     key: Hashable,
     kind: type[T],
-    load: Callable[[AsyncSession], Awaitable[T | None]],
+    load: Callable[[AsyncConnection], Awaitable[T | None]],
+    tags: Callable[[T], Iterable[str]],
     memo: MutableMapping[str, Any] | None = None,
 ) -> T | None:
-    """The cached value of `key`, else `load` it in a read session of its own (opened only
-    on a miss, so a hit costs no connection) and cache it. None results are not cached.
+    """The cached value of `key`, else `load` it on a connection of its own (checked out
+    only on a miss, so a hit costs no connection) and cache it under `tags(value)`. None
+    results are not cached.
 
-    `memo` (a read-only request's ASGI scope) keeps the version read first in the request
-    for its later reads: one version check per request (a query on PostgreSQL). Older
-    than the data can only be safe; never pass it once the request has written."""
-    version = await version_of(cache, memo)  # before the query: see ReadCache
-    cached = cache.get(key, version)
+    `load` gets an AsyncConnection of `reader` (no ORM session, no transaction: one
+    statement, one round trip). `memo` (a read-only request's ASGI scope) keeps the
+    snapshot taken first in the request for its later reads. Older than the data can only
+    be safe; never pass it once the request has written."""
+    snapshot = await snapshot_of(cache, memo)  # before the query: see ReadCache.put
+    cached = cache.get(key, snapshot)
     if isinstance(cached, kind):
         return cached
-    async with factory() as session:
-        value = await load(session)
+    cache.loads += 1
+    async with reader.connect() as connection:
+        value = await load(connection)
     if value is not None:
-        cache.put(key, value, version)
+        cache.put(key, value, tags(value), snapshot)
     return value
+
+
+def with_orm(load: Callable[[AsyncSession], Awaitable[T]]) -> Callable[[AsyncConnection], Awaitable[T]]:
+    """A load written for the ORM, run on the read-through connection (for answers built
+    from ORM objects; the hot authentication loads are plain statements)."""
+
+    async def run(connection: AsyncConnection) -> T:
+        async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+            return await load(session)
+
+    return run

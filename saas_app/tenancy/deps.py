@@ -5,13 +5,13 @@ from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from saas_app.core.readcache import read_through
 from saas_app.runtime import Runtime, auth_memo, runtime_of
 from saas_app.tenancy import service
-from saas_app.tenancy.cache import TenantInfo, cache_key
+from saas_app.tenancy.cache import TENANT_QUERY, TenantInfo, cache_key
 from saas_app.tenancy.schemas import SLUG_PATTERN
 
 SLUG = re.compile(SLUG_PATTERN)
@@ -23,16 +23,19 @@ async def tenant_info(
     """Resolves a path's slug (404 when unknown or malformed), outside the request's
     transaction so that no lock is taken before the route needs one.
 
-    Read through the exact read cache: the version `memo` already holds is reused, so a
-    request that also authenticates checks the change signal once, not twice."""
+    Read through the exact read cache: the snapshot `memo` already holds is reused, so a
+    request that also authenticates syncs with the change feed once, not twice."""
     if not SLUG.fullmatch(slug):
         raise service.TenantNotFound()
 
-    async def load(session: AsyncSession) -> TenantInfo:
-        return TenantInfo.of(await service.get_by_slug(session=session, slug=slug))
+    async def load(connection: AsyncConnection) -> TenantInfo | None:
+        row = (await connection.execute(TENANT_QUERY, {"slug": slug})).first()
+        return None if row is None else TenantInfo.of(row)
 
-    info = await read_through(runtime.cache, runtime.session_factory, cache_key(slug), TenantInfo, load, memo)
-    if info is None:  # `load` raises rather than return None; kept for the type checker
+    info = await read_through(
+        runtime.cache, runtime.reader, cache_key(slug), TenantInfo, load, TenantInfo.depends_on, memo
+    )
+    if info is None:
         raise service.TenantNotFound()
     return info
 

@@ -10,11 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth import service as auth
 from saas_app.auth import sessions
+from saas_app.core.changes import tag, tags
 from saas_app.core.errors import NotFound
 from saas_app.core.http import NO_NUL, json_answer
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
-from saas_app.core.readcache import read_through
+from saas_app.core.readcache import Body, read_through, with_orm
 from saas_app.guards import CurrentPrincipal, HumanPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
 from saas_app.runtime import NowDep, RuntimeDep, SessionDep, cache_memo, runtime_of
@@ -67,16 +68,32 @@ async def read_me(principal: HumanPrincipal, request: Request) -> Response:
     """Returns the signed-in user."""
     runtime, user_id = runtime_of(request), _me(principal)
 
-    async def load(session: AsyncSession) -> bytes:
-        return (await _read(session, principal, user_id)).model_dump_json().encode()
+    async def load(session: AsyncSession) -> Body:
+        tenant_id = principal.tenant_id
+        user = await service.get_user(session=session, tenant_id=tenant_id, user_id=user_id)
+        roles = (await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[user_id])).get(
+            user_id, []
+        )
+        identities = await service.identities_by_user(
+            session=session, tenant_id=tenant_id, user_ids=[user_id]
+        )
+        read = UserRead.of(user, roles, identities.get(user_id, []))
+        return Body(
+            read.model_dump_json().encode(), (tag("user", user_id), *tags("role", (r.id for r in roles)))
+        )
 
-    # Cached as sent, until the database changes: a repeat read costs no query and no
-    # serialisation.
+    # Cached as sent, until the user, their roles or their identities change.
     body = await read_through(
-        runtime.cache, runtime.session_factory, ("me", user_id), bytes, load, cache_memo(request)
+        runtime.cache,
+        runtime.reader,
+        ("me", user_id),
+        Body,
+        with_orm(load),
+        lambda b: b.depends_on,
+        cache_memo(request),
     )
-    assert body is not None  # _read answers 404 rather than None
-    return json_answer(body)
+    assert body is not None  # get_user answers 404 rather than None
+    return json_answer(body.content)
 
 
 @me_router.patch("")
