@@ -17,10 +17,11 @@ from saas_app.api_keys.service import UsageRecorder
 from saas_app.auth.sessions import Lifetimes
 from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
-from saas_app.core.db import FENCE, create_engine, create_session_factory, reader_engine
+from saas_app.core.db import FENCE, create_engine, create_session_factory
 from saas_app.core.feeds import PostgresNotifications, feed_for
 from saas_app.core.ratelimit import RateLimiter
 from saas_app.core.readcache import ReadCache
+from saas_app.core.readers import AsyncReader, InlineSqliteReader, reader_for
 from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
 from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
@@ -31,7 +32,7 @@ class Runtime:
     settings: Settings
     clock: Clock
     engine: AsyncEngine
-    reader: AsyncEngine  # the read cache's loads: one statement, no transaction
+    reader: AsyncReader | InlineSqliteReader  # where the read cache's loads run
     session_factory: async_sessionmaker[AsyncSession]
     write_session_factory: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
@@ -59,7 +60,7 @@ class Runtime:
             settings=settings,
             clock=clock,
             engine=engine,
-            reader=reader_engine(engine),
+            reader=reader_for(engine),
             session_factory=create_session_factory(engine, new_fence=new_fence),
             write_session_factory=write_session_factory,
             hasher=PasswordHasher(settings),
@@ -85,6 +86,7 @@ class Runtime:
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.key_usage.drain()
     await runtime.cache.close()
+    runtime.reader.close()
     await runtime.http.aclose()
     await runtime.engine.dispose()
 

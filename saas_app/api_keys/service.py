@@ -18,8 +18,10 @@ from typing import Any
 
 from limits import parse_many
 from sqlalchemy import ColumnElement, bindparam, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from saas_app.api_keys.models import ApiKey
 from saas_app.audit import service as audit
@@ -27,7 +29,7 @@ from saas_app.audit.service import Origin, Ref
 from saas_app.core.changes import tags
 from saas_app.core.errors import Forbidden, NotFound, Unauthorized
 from saas_app.core.pagination import PageParams, keyset_page, split_page
-from saas_app.core.readcache import ReadCache, read_through, snapshot_of, with_orm
+from saas_app.core.readcache import ReadCache, Reader, read_through, snapshot_of
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import ordered
@@ -175,7 +177,7 @@ async def _lock_live_lineage(
     `revoke_key` takes them, so either the revocation committed first and this answers 401,
     or it waits for this mint and its sweep finds the new child (issue 13, item 5).
     """
-    lineage = [parent_id, *(k.id for k in await _ancestors(session, tenant_id, parent_id))]
+    lineage = [parent_id, *(k.id for k in await session.run_sync(_ancestors, tenant_id, parent_id))]
     parent: ApiKey | None = None
     for key_id in reversed(lineage):
         parent = await session.scalar(
@@ -194,15 +196,13 @@ def _live_at(now: datetime) -> tuple[ColumnElement[bool], ...]:
     return (ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
 
 
-async def _ancestors(session: AsyncSession, tenant_id: uuid.UUID, key_id: uuid.UUID) -> list[ApiKey]:
+def _ancestors(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> list[ApiKey]:
     """The keys above `key_id`, nearest first (one query per generation; lineages are short
-    and never change once minted)."""
+    and never change once minted). Synchronous: also run inside the read cache's loads."""
     found: list[ApiKey] = []
-    parent_id = await session.scalar(select(ApiKey.parent_id).where(ApiKey.id == key_id))
+    parent_id = session.scalar(select(ApiKey.parent_id).where(ApiKey.id == key_id))
     while parent_id is not None and len(found) < MAX_LINEAGE:
-        parent = await session.scalar(
-            select(ApiKey).where(ApiKey.id == parent_id, ApiKey.tenant_id == tenant_id)
-        )
+        parent = session.scalar(select(ApiKey).where(ApiKey.id == parent_id, ApiKey.tenant_id == tenant_id))
         if parent is None:
             break
         found.append(parent)
@@ -299,8 +299,14 @@ KEY_QUERY = (
 )
 
 
-async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None:
-    rows = (await session.execute(KEY_QUERY, {"prefix": prefix})).all()
+def load_record(connection: Connection, prefix: str) -> KeyRecord | None:
+    """The key, its creator's activity and roles, and its lineage (a read-cache load)."""
+    with Session(bind=connection) as session:
+        return _record(session, prefix)
+
+
+def _record(session: Session, prefix: str) -> KeyRecord | None:
+    rows = session.execute(KEY_QUERY, {"prefix": prefix}).all()
     if not rows:
         return None
     key: ApiKey = rows[0][0]
@@ -311,7 +317,7 @@ async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None
         permissions = None  # the creator is deactivated or gone
     else:
         permissions = scopes & frozenset(p for row in rows if row.permissions for p in row.permissions)
-    lineage = [key, *await _ancestors(session, key.tenant_id, key.id)] if key.parent_id else [key]
+    lineage = [key, *_ancestors(session, key.tenant_id, key.id)] if key.parent_id else [key]
     return KeyRecord(
         id=key.id,
         tenant_id=key.tenant_id,
@@ -333,7 +339,7 @@ async def load_record(*, session: AsyncSession, prefix: str) -> KeyRecord | None
 
 async def authenticate(
     *,
-    reader: AsyncEngine,
+    reader: Reader,
     box: SecretBox,
     cache: ReadCache,
     tenant_id: uuid.UUID,
@@ -360,7 +366,7 @@ async def authenticate(
             reader,
             ("api_key", prefix),
             KeyRecord,
-            with_orm(lambda s: load_record(session=s, prefix=prefix)),
+            lambda connection: load_record(connection, prefix),
             lambda r: r.depends_on,
             memo,
         )

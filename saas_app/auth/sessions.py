@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth.models import RefreshToken, Session
 from saas_app.core.changes import tag, tags
@@ -80,11 +81,9 @@ class SessionGrant:
         return self.expires_at > now and self.last_used_at > now - lifetimes.idle
 
 
-async def load_grant(
-    *, connection: AsyncConnection, tenant_id: uuid.UUID, session_id: uuid.UUID
-) -> SessionGrant | None:
+def load_grant(*, connection: Connection, tenant_id: uuid.UUID, session_id: uuid.UUID) -> SessionGrant | None:
     """One statement: the session unrevoked, its user active, and the user's current roles."""
-    rows = (await connection.execute(GRANT_QUERY, {"sid": session_id, "tid": tenant_id})).all()
+    rows = connection.execute(GRANT_QUERY, {"sid": session_id, "tid": tenant_id}).all()
     if not rows:
         return None
     return SessionGrant(

@@ -124,14 +124,6 @@ def create_session_factory(
     )
 
 
-def reader_engine(engine: AsyncEngine) -> AsyncEngine:
-    """The engine's connections as the read cache's loads use them: no BEGIN on SQLite,
-    autocommit on PostgreSQL (one statement, one round trip)."""
-    if engine.dialect.name == "sqlite":
-        return engine.execution_options(sqlite_begin="NONE")
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
 NOTIFY = text("SELECT pg_notify(:channel, :fence)")
 NEW_FENCE = "saas_app.new_fence"  # in session.info: makes a fence token
 FIRES = "saas_app.fires"  # in session.info: this transaction changes cached rows

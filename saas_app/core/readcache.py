@@ -17,11 +17,11 @@ database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping
+from collections.abc import Callable, Hashable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.engine import Connection
 
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
@@ -170,39 +170,32 @@ async def snapshot_of(cache: ReadCache, memo: MutableMapping[str, Any] | None = 
 
 async def read_through(
     cache: ReadCache,
-    reader: AsyncEngine,
+    reader: Reader,
     key: Hashable,
     kind: type[T],
-    load: Callable[[AsyncConnection], Awaitable[T | None]],
+    load: Callable[[Connection], T | None],
     tags: Callable[[T], Iterable[str]],
     memo: MutableMapping[str, Any] | None = None,
 ) -> T | None:
-    """The cached value of `key`, else `load` it on a connection of its own (checked out
-    only on a miss, so a hit costs no connection) and cache it under `tags(value)`. None
-    results are not cached.
+    """The cached value of `key`, else `load` it through `reader` and cache it under
+    `tags(value)`. None results are not cached.
 
-    `load` gets an AsyncConnection of `reader` (no ORM session, no transaction: one
-    statement, one round trip). `memo` (a read-only request's ASGI scope) keeps the
-    snapshot taken first in the request for its later reads. Older than the data can only
-    be safe; never pass it once the request has written."""
+    `load` is a plain function of a connection (saas_app/core/readers.py runs it where it
+    is cheapest: inline on SQLite, over the async driver on PostgreSQL), so a miss costs
+    its statements and nothing else: no ORM unit of work, no transaction. `memo` (a
+    read-only request's ASGI scope) keeps the snapshot taken first in the request for its
+    later reads. Older than the data can only be safe; never pass it once the request has
+    written."""
     snapshot = await snapshot_of(cache, memo)  # before the query: see ReadCache.put
     cached = cache.get(key, snapshot)
     if isinstance(cached, kind):
         return cached
     cache.loads += 1
-    async with reader.connect() as connection:
-        value = await load(connection)
+    value = await reader.run(load)
     if value is not None:
         cache.put(key, value, tags(value), snapshot)
     return value
 
 
-def with_orm(load: Callable[[AsyncSession], Awaitable[T]]) -> Callable[[AsyncConnection], Awaitable[T]]:
-    """A load written for the ORM, run on the read-through connection (for answers built
-    from ORM objects; the hot authentication loads are plain statements)."""
-
-    async def run(connection: AsyncConnection) -> T:
-        async with AsyncSession(bind=connection, expire_on_commit=False) as session:
-            return await load(session)
-
-    return run
+class Reader(Protocol):
+    async def run(self, load: Callable[[Connection], T]) -> T: ...

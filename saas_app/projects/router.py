@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from saas_app.core.changes import tag
 from saas_app.core.http import json_answer
 from saas_app.core.openapi import AUTHENTICATED
 from saas_app.core.pagination import Cursor, Limit, Page, page_of
-from saas_app.core.readcache import Body, read_through, with_orm
+from saas_app.core.readcache import Body, read_through
 from saas_app.guards import Principal, require
 from saas_app.projects import service
 from saas_app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
@@ -37,16 +38,17 @@ async def list_projects(
     runtime, tenant_id = runtime_of(request), principal.tenant_id
     page = page_of(limit, cursor)  # a malformed cursor is a 422 before the cache sees it
 
-    async def load(session: AsyncSession) -> Body:
-        rows, next_cursor = await service.list_projects(session=session, tenant_id=tenant_id, page=page)
-        content = Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
-        return Body(content, (tag("projects", tenant_id),))
+    def load(connection: Connection) -> Body:
+        with Session(bind=connection) as session:
+            rows, next_cursor = service.read_page(session, tenant_id, page)
+            content = Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
+            return Body(content, (tag("projects", tenant_id),))
 
     # The same page for every caller allowed to read it: cached, as sent, until a project
     # of this tenant changes.
     key = ("projects", tenant_id, limit, cursor)
     body = await read_through(
-        runtime.cache, runtime.reader, key, Body, with_orm(load), lambda b: b.depends_on, cache_memo(request)
+        runtime.cache, runtime.reader, key, Body, load, lambda b: b.depends_on, cache_memo(request)
     )
     assert body is not None
     return json_answer(body.content)

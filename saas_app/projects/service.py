@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from saas_app.core.errors import NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
@@ -22,10 +23,17 @@ async def list_projects(
     *, session: AsyncSession, tenant_id: uuid.UUID, page: PageParams
 ) -> tuple[list[Project], str | None]:
     """Returns a page of the tenant's projects, oldest first."""
-    stmt = keyset_page(
-        select(Project).where(Project.tenant_id == tenant_id), page, Project.created_at, Project.id
-    )
-    return split_page(list((await session.scalars(stmt)).all()), page)
+    return split_page(list((await session.scalars(page_query(tenant_id, page))).all()), page)
+
+
+def read_page(session: Session, tenant_id: uuid.UUID, page: PageParams) -> tuple[list[Project], str | None]:
+    """`list_projects` for the read cache's (synchronous) loads."""
+    return split_page(list(session.scalars(page_query(tenant_id, page)).all()), page)
+
+
+def page_query(tenant_id: uuid.UUID, page: PageParams) -> Select[tuple[Project]]:
+    query = select(Project).where(Project.tenant_id == tenant_id)
+    return keyset_page(query, page, Project.created_at, Project.id)
 
 
 async def get_project(*, session: AsyncSession, tenant_id: uuid.UUID, project_id: uuid.UUID) -> Project:

@@ -5,7 +5,7 @@ from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 from starlette.requests import Request
 
 from saas_app.core.readcache import read_through
@@ -28,8 +28,8 @@ async def tenant_info(
     if not SLUG.fullmatch(slug):
         raise service.TenantNotFound()
 
-    async def load(connection: AsyncConnection) -> TenantInfo | None:
-        row = (await connection.execute(TENANT_QUERY, {"slug": slug})).first()
+    def load(connection: Connection) -> TenantInfo | None:
+        row = connection.execute(TENANT_QUERY, {"slug": slug}).first()
         return None if row is None else TenantInfo.of(row)
 
     info = await read_through(

@@ -6,7 +6,9 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from saas_app.auth import service as auth
 from saas_app.auth import sessions
@@ -15,7 +17,7 @@ from saas_app.core.errors import NotFound
 from saas_app.core.http import NO_NUL, json_answer
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
-from saas_app.core.readcache import Body, read_through, with_orm
+from saas_app.core.readcache import Body, read_through
 from saas_app.guards import CurrentPrincipal, HumanPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
 from saas_app.runtime import NowDep, RuntimeDep, SessionDep, cache_memo, runtime_of
@@ -68,19 +70,11 @@ async def read_me(principal: HumanPrincipal, request: Request) -> Response:
     """Returns the signed-in user."""
     runtime, user_id = runtime_of(request), _me(principal)
 
-    async def load(session: AsyncSession) -> Body:
-        tenant_id = principal.tenant_id
-        user = await service.get_user(session=session, tenant_id=tenant_id, user_id=user_id)
-        roles = (await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[user_id])).get(
-            user_id, []
-        )
-        identities = await service.identities_by_user(
-            session=session, tenant_id=tenant_id, user_ids=[user_id]
-        )
-        read = UserRead.of(user, roles, identities.get(user_id, []))
-        return Body(
-            read.model_dump_json().encode(), (tag("user", user_id), *tags("role", (r.id for r in roles)))
-        )
+    def load(connection: Connection) -> Body:
+        with Session(bind=connection) as session:
+            user, roles, providers = service.read_with_roles(session, principal.tenant_id, user_id)
+            content = UserRead.of(user, roles, providers).model_dump_json().encode()
+        return Body(content, (tag("user", user_id), *tags("role", (r.id for r in roles))))
 
     # Cached as sent, until the user, their roles or their identities change.
     body = await read_through(
@@ -88,7 +82,7 @@ async def read_me(principal: HumanPrincipal, request: Request) -> Response:
         runtime.reader,
         ("me", user_id),
         Body,
-        with_orm(load),
+        load,
         lambda b: b.depends_on,
         cache_memo(request),
     )

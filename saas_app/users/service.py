@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
@@ -90,6 +91,30 @@ async def get_user(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid
     if user is None:
         raise UserNotFound()
     return user
+
+
+# The signed-in user with their roles and linked providers, in one statement (rows: roles ×
+# providers, a handful). Built once; run by the read cache's load of GET /users/me.
+ME_QUERY = (
+    select(User, Role, Identity.provider)
+    .outerjoin(UserRole, (UserRole.user_id == User.id) & (UserRole.tenant_id == User.tenant_id))
+    .outerjoin(Role, Role.id == UserRole.role_id)
+    .outerjoin(Identity, (Identity.user_id == User.id) & (Identity.tenant_id == User.tenant_id))
+    .where(User.id == bindparam("uid"), User.tenant_id == bindparam("tid"))
+    .order_by(Role.created_at, Role.id, Identity.provider)
+)
+
+
+def read_with_roles(
+    session: Session, tenant_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[User, list[Role], list[str]]:
+    """The user, their roles (oldest first) and providers (by name); raises UserNotFound."""
+    rows = session.execute(ME_QUERY, {"uid": user_id, "tid": tenant_id}).all()
+    if not rows:
+        raise UserNotFound()
+    roles = list({role.id: role for _, role, _ in rows if role is not None}.values())
+    providers = sorted({provider for _, _, provider in rows if provider is not None})
+    return rows[0][0], roles, providers
 
 
 async def find_by_email(*, session: AsyncSession, tenant_id: uuid.UUID, email: str) -> User | None:
