@@ -77,7 +77,8 @@ clean:
 
 # `make bench`: the load benchmark (bench/run.py; docs/performance.md). It installs what it
 # needs: wrk (Debian package) and the peer's own venv (fastapi-users caps SQLAlchemy < 2.1).
-# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or "--rounds 5 --scale".
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick", "--workload mixed" (the
+# many-users reads-and-writes headline alone) or "--rounds 5 --scale".
 PEER_VENV := bench/.venv-peer
 PEER_STAMP := $(PEER_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

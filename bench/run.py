@@ -6,14 +6,22 @@ its credentials, warmed up, then measured in rounds that alternate between targe
 (A B C … A B C …) so that drift on a shared machine hits them all alike; the report
 gives medians over rounds and the ratios of the performance issue.
 
-    make bench                                  # 3 rounds × 10 s × 32 connections
-    make bench BENCH_ARGS="--quick"             # 1 round × 3 s: a smoke test
+    make bench                                  # both workloads, 3 rounds × 10 s × 32 connections
+    make bench BENCH_ARGS="--quick"             # 1 round × 3 s per cell: a smoke test
+    .venv/bin/python bench/run.py --workload mixed --writes 0,10,50   # the headline alone
     .venv/bin/python bench/run.py --rounds 5 --duration 20 --connections 64
     .venv/bin/python bench/run.py --scale       # + a 1M-user / 10k-tenant database
     .venv/bin/python bench/run.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
+Two workloads. "mixed" (issue 14, the headline): 200 users of 10 tenants, each logged in
+once, read round-robin by wrk while bench/writer.py writes W times a second (saas_app,
+fastapi-users; bare FastAPI as the reference; saas_app with its read cache off as the cold
+path). "single" (issue 6): one token (or API key) reading, the login storm, --scale.
+--workload all (the default) runs both in the same interleaved rounds.
+
 SQLite files by default; with --postgres, fresh databases on that PostgreSQL server
-(bench_saas_<hex8>, bench_peer_<hex8>, with --scale bench_scale_<hex8>), dropped at the end.
+(bench_saas_<hex8>, bench_peer_<hex8>, bench_mixed_<hex8>, bench_cold_<hex8>, with --scale
+bench_scale_<hex8>), dropped at the end.
 Every option also reads an environment variable (BENCH_ROUNDS, BENCH_DURATION, ...);
 a flag wins over the variable. Results: bench/results/latest.md and latest.json.
 """
@@ -40,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from report import LABELS, Results, render
+from mixed import PEER_TOKEN_TTL_S, SAAS_MIXED_SETTINGS, Cell, Kind, MixedServer
+from report import LABELS, Results, mixed_labels, mixed_summary, render
 from servers import (
     BENCH,
     PEER_PYTHON,
@@ -64,7 +73,8 @@ from wrk import WrkJob, WrkResult
 
 LUA = BENCH / "lua"
 DATA = BENCH / ".data"
-TARGETS = ("bare", "fastapi-users", "saas-bearer", "saas-api-key", "saas-login")
+TARGETS = ("bare", "fastapi-users", "saas-bearer", "saas-api-key", "saas-login")  # the single workload
+WORKLOADS = ("mixed", "single", "all")
 # Report order; the scale targets run only with --scale.
 ORDER = (
     "bare",
@@ -98,11 +108,23 @@ class Config:
     output: Path
     keep: bool
     postgres: str | None  # an admin URL of a PostgreSQL server; None: SQLite files
+    workload: str = "all"
+    writes: tuple[int, ...] = (0, 10, 50)  # the mixed workload's W levels, writes/s
+    cold_writes: tuple[int, ...] = (0, 50)  # the levels the cold path (read cache off) runs at
+    mixed_users: int = 200
+    mixed_tenants: int = 10
+
+    @property
+    def mixed(self) -> bool:
+        return self.workload in ("mixed", "all")
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1 round × 3 s, 1 s warm-up (env BENCH_QUICK=1)")
+    p.add_argument(
+        "--quick", action="store_true", help="1 round × 3 s per cell, 1 s warm-up (env BENCH_QUICK=1)"
+    )
+    add_mixed_arguments(p)
     p.add_argument("--rounds", type=int, help="rounds of every target (BENCH_ROUNDS, default 3)")
     p.add_argument("--duration", type=int, help="seconds per measurement (BENCH_DURATION, default 10)")
     p.add_argument("--connections", type=int, help="wrk connections (BENCH_CONNECTIONS, default 32)")
@@ -117,7 +139,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="seconds per login storm (BENCH_LOGIN_DURATION, default: --duration, at least 10)",
     )
     p.add_argument("--warmup", type=int, help="warm-up seconds per target (BENCH_WARMUP, default 3)")
-    p.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGETS)} (BENCH_TARGETS)")
+    p.add_argument(
+        "--targets", help=f"the single workload's targets, a subset of {','.join(TARGETS)} (BENCH_TARGETS)"
+    )
     p.add_argument(
         "--scale", action="store_true", help="also run bearer and API key on a big DB (BENCH_SCALE=1)"
     )
@@ -159,6 +183,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     unknown = set(targets) - set(TARGETS)
     if unknown:
         p.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    scale = args.scale or env.get("BENCH_SCALE", "") not in ("", "0")
+    mixed = mixed_options(p, args, pick)
+    if mixed["workload"] == "mixed":
+        if scale:
+            p.error("--scale belongs to the single workload: use --workload single or all")
+        targets = ()  # the single workload's targets; bare still runs, as the mixed reference
     duration = pick(args.duration, "DURATION", 10, 3)
     postgres = pick(args.postgres, "POSTGRES_URL", None, kind=str) or None
     if postgres is not None:
@@ -175,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         warmup=pick(args.warmup, "WARMUP", 3, 1),
         quick=quick,
         targets=targets,
-        scale=args.scale or env.get("BENCH_SCALE", "") not in ("", "0"),
+        scale=scale,
         scale_users=pick(args.scale_users, "SCALE_USERS", 1_000_000),
         scale_tenants=pick(args.scale_tenants, "SCALE_TENANTS", 10_000),
         server_cpus=pick(args.server_cpus, "SERVER_CPUS", "1", kind=str),
@@ -185,7 +215,76 @@ def parse_args(argv: list[str] | None = None) -> Config:
         output=pick(args.output, "OUTPUT", BENCH / "results" / "latest.md", kind=Path),
         keep=args.keep,
         postgres=postgres,
+        **mixed,
     )
+
+
+def add_mixed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        help="mixed (issue 14: many users, reads and writes), single (one token, read-only, "
+        "login storm) or all (BENCH_WORKLOAD, default all)",
+    )
+    p.add_argument(
+        "--writes",
+        help="the mixed workload's writes/s levels, comma-separated (BENCH_WRITES, default 0,10,50)",
+    )
+    p.add_argument(
+        "--cold-writes",
+        help="levels of --writes that saas_app with READ_CACHE_ENABLED=false also runs at; '' for "
+        "none (BENCH_COLD_WRITES, default 0,50)",
+    )
+    p.add_argument(
+        "--mixed-users",
+        type=int,
+        help="users of the mixed workload, per server (BENCH_MIXED_USERS, default 200)",
+    )
+    p.add_argument(
+        "--mixed-tenants",
+        type=int,
+        help="saas_app tenants the mixed users are spread over (BENCH_MIXED_TENANTS, default 10)",
+    )
+
+
+def mixed_options(
+    p: argparse.ArgumentParser, args: argparse.Namespace, pick: Callable[..., Any]
+) -> dict[str, Any]:
+    """--workload, --writes, --cold-writes, --mixed-users and --mixed-tenants, checked."""
+    workload = pick(args.workload, "WORKLOAD", "all", kind=str)
+    if workload not in WORKLOADS:
+        p.error(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+    try:
+        writes = levels(pick(args.writes, "WRITES", "0,10,50", kind=str))
+        cold_writes = levels(pick(args.cold_writes, "COLD_WRITES", "0,50", kind=str))
+    except ValueError as exc:
+        p.error(str(exc))
+    if not set(cold_writes) <= set(writes):
+        p.error(f"--cold-writes {cold_writes} must be among --writes {writes} (compared at the same W)")
+    if workload != "single" and not writes:
+        p.error("--writes needs at least one level for the mixed workload")
+    mixed_users = pick(args.mixed_users, "MIXED_USERS", 200)
+    mixed_tenants = pick(args.mixed_tenants, "MIXED_TENANTS", 10)
+    if mixed_tenants < 1 or mixed_users < mixed_tenants:
+        p.error("the mixed workload needs at least one tenant and one user (its owner) per tenant")
+    return {
+        "workload": workload,
+        "writes": writes,
+        "cold_writes": cold_writes,
+        "mixed_users": mixed_users,
+        "mixed_tenants": mixed_tenants,
+    }
+
+
+def levels(text: str) -> tuple[int, ...]:
+    """'0,10,50' as (0, 10, 50): distinct writes/s levels, in rising order."""
+    try:
+        values = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise ValueError(f"writes/s levels are whole numbers, comma-separated, not {text!r}") from None
+    if any(v < 0 for v in values):
+        raise ValueError(f"writes/s levels cannot be negative: {text!r}")
+    return tuple(sorted(values))
 
 
 def log(message: str) -> None:
@@ -196,9 +295,10 @@ def preflight(config: Config) -> None:
     missing = [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: run `make bench` (it installs wrk)")
-    if "fastapi-users" in config.targets and not PEER_PYTHON.exists():
+    peer = "fastapi-users" in config.targets or config.mixed
+    if peer and not PEER_PYTHON.exists():
         raise SystemExit(f"no {PEER_PYTHON}: run `make bench` (it builds the peer's venv)")
-    if config.postgres and "fastapi-users" in config.targets:
+    if config.postgres and peer:
         done = subprocess.run([str(PEER_PYTHON), "-c", "import asyncpg"], capture_output=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"no asyncpg in {PEER_PYTHON}: run `make bench` (it reinstalls the peer's venv)")
@@ -209,6 +309,20 @@ def preflight(config: Config) -> None:
             raise SystemExit(f"CPU list {cpu_list!r} is not available here (have {sorted(cpus)})")
     if config.server_cpus == config.client_cpus:
         log("warning: servers and wrk share CPUs; figures will understate the servers")
+    if config.mixed and planned_seconds(config) > PEER_TOKEN_TTL_S - 300:
+        log(
+            f"warning: the rounds may take {planned_seconds(config) / 60:.0f} min; fastapi-users' "
+            f"tokens live {PEER_TOKEN_TTL_S // 60} min, so its reads may end in 401s (counted as errors)"
+        )
+
+
+def planned_seconds(config: Config) -> float:
+    """About how long the measured rounds take (each wrk run, plus a second or two around it)."""
+    cells = 1 + 2 * len(config.writes) + len(config.cold_writes) if config.mixed else 0
+    per_round = (cells + len(config.targets)) * (config.duration + 2)
+    if "saas-login" in config.targets:
+        per_round += 2 * config.login_duration  # the storm, then the raw verify rate
+    return config.rounds * per_round
 
 
 # --- servers, accounts and what is measured ------------------------------------------------
@@ -389,6 +503,7 @@ def command_output(command: list[str]) -> str:
 
 
 def describe(config: Config, servers: list[Server], loads: list[str], database: str) -> list[str]:
+    """The report's preamble: what ran, where, how."""
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -402,19 +517,39 @@ def describe(config: Config, servers: list[Server], loads: list[str], database: 
         mods = server.loaded_modules()
         loop = "uvloop" if mods["uvloop"] else "asyncio"
         stacks.append(f"{server.name}: {loop}+{'httptools' if mods['httptools'] else 'h11'}")
+    mode = (
+        f"Mode: {'quick' if config.quick else 'full'}, workload {config.workload}: "
+        f"{config.rounds} round(s) × {config.duration} s per target, {config.connections} connections"
+    )
+    if "saas-login" in config.targets:
+        mode += f"; login storm {config.login_connections} connections × {config.login_duration} s"
+    lines = [f"{mode}; {config.warmup} s warm-up per target"]
+    if config.mixed:
+        cold = ", ".join(map(str, config.cold_writes)) or "not run"
+        lines.append(
+            f"Mixed workload: {config.mixed_users} users over {config.mixed_tenants} saas_app tenants "
+            f"(fastapi-users: {config.mixed_users} users, no tenants), each logged in once through the API; "
+            f"W = {', '.join(map(str, config.writes))} writes/s by `bench/writer.py` (taskset "
+            f"-c {config.client_cpus}); cold path (saas_app with READ_CACHE_ENABLED=false) at W = {cold}"
+        )
+    if any(server.name == "fastapi-users" for server in servers):
+        lines.append(
+            "fastapi-users: the docs' example with PEER_FAST_HASH=1 (Argon2 t=1, 1 MiB: only its sign-ups "
+            "and logins hash a password, and none of them is measured)"
+        )
+    mixed_env = ", ".join(f"{k}={v}" for k, v in SAAS_MIXED_SETTINGS.items())
+    saas = "saas_app: ENV=dev, RATE_LIMITS_ENABLED=false, LOG_LEVEL=WARNING, BCRYPT_ROUNDS=12"
+    if config.mixed:
+        saas += f" (the mixed workload's servers: {mixed_env}; no measured request hashes)"
     return [
-        f"Mode: {'quick' if config.quick else 'full'}: {config.rounds} round(s) × {config.duration} s, "
-        f"{config.connections} connections; login storm {config.login_connections} connections × "
-        f"{config.login_duration} s; "
-        f"{config.warmup} s warm-up per target",
+        *lines,
         f"Code: commit {commit}"
         + (f", with uncommitted changes in {len(dirty)} saas_app path(s)" if dirty else ""),
         f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {wrk_version}",
         f"Pinning: servers `taskset -c {config.server_cpus}`, wrk `taskset -c {config.client_cpus}` "
         f"(`-t1 -c<N> -d<secs> --latency`); one uvicorn worker each ({', '.join(stacks)})",
         f"Database: {database}",
-        "saas_app: ENV=dev, RATE_LIMITS_ENABLED=false, LOG_LEVEL=WARNING, "
-        f"BCRYPT_ROUNDS=12; FastAPI {metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}",
+        saas + f"; FastAPI {metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}",
         f"Load average (1/5/15 min) before the rounds: {loads[0]}; after: {loads[-1]}",
     ]
 
@@ -441,6 +576,8 @@ class Bench:
         self.measures: list[Measure] = []
         self.results = Results()
         self.saas: SaasAccount | None = None  # the login storm's account
+        self.mixed: list[MixedServer] = []
+        self.cells: list[Cell] = []  # the mixed workload's measurements, in round order
         self.loads: list[str] = []
 
     @property
@@ -471,11 +608,11 @@ class Bench:
     def build(self) -> None:
         """Creates the servers (not started yet), each on its own fresh database."""
         config, tmp = self.config, self.tmp
-        if "bare" in config.targets:
+        if "bare" in config.targets or config.mixed:
             bare = bare_server(tmp)
             self.servers.append(bare)
             self.measures.append(Measure("bare", f"{bare.base_url}/users/me"))
-        if "fastapi-users" in config.targets:
+        if "fastapi-users" in config.targets or config.mixed:
             self.servers.append(peer_server(tmp, self.database_url("peer", tmp / "peer.db")))
         saas_targets = {"saas-bearer", "saas-api-key", "saas-login"} & set(config.targets)
         if saas_targets or config.scale:
@@ -499,6 +636,25 @@ class Bench:
                 generate_scale_data(config, ["--database-url", scale_url], manifest, self.names)
                 self.manifest = json.loads(manifest.read_text())
             self.servers.append(saas_server("saas_app-scale", tmp, saas_env(scale_url, self.names)))
+        if config.mixed:
+            self.build_mixed()
+
+    def build_mixed(self) -> None:
+        """saas_app for the mixed workload, and the same with its read cache off (the cold path).
+
+        Servers of their own: unlike the single workload's, they hash cheaply (hundreds of
+        sign-ups and logins) and issue tokens that outlive the run.
+        """
+        servers: list[tuple[str, str, dict[str, str]]] = [("saas_app-mixed", "mixed", {})]
+        if self.config.cold_writes:
+            servers.append(("saas_app-cold", "cold", {"READ_CACHE_ENABLED": "false"}))
+        for name, purpose, extra in servers:
+            (self.tmp / name).mkdir()
+            url = self.database_url(purpose, self.tmp / name / "saas.db")
+            env = saas_env(url, self.names) | SAAS_MIXED_SETTINGS | extra
+            log(f"{name}: python -m saas_app migrate (a fresh {self.database_kind} database)")
+            saas_migrate(env, self.tmp / name)
+            self.servers.append(saas_server(name, self.tmp, env))
 
     def server(self, name: str) -> Server:
         return next(s for s in self.servers if s.name == name)
@@ -544,6 +700,30 @@ class Bench:
             )
             scale.create_api_key()  # signs in as a generated owner: checks the generated hash
             self.measures += saas_measures("scale", scale, targets)
+        if self.config.mixed:
+            self.set_up_mixed()
+
+    def set_up_mixed(self) -> None:
+        """The mixed workload's users on each server, and its cells: W by W, saas_app beside
+        fastapi-users (and the cold path), so that the rounds interleave them."""
+        config = self.config
+        servers: list[tuple[str, Kind, str]] = [
+            ("saas", "saas", "saas_app-mixed"),
+            ("peer", "peer", "fastapi-users"),
+            ("cold", "saas", "saas_app-cold"),
+        ]
+        for key, kind, name in servers:
+            if not any(s.name == name for s in self.servers):
+                continue
+            target = MixedServer(key, kind, self.server(name), self.tmp / "mixed")
+            target.set_up(config.mixed_users, config.mixed_tenants)
+            log(f"{name}: {len(target.users)} users signed up and logged in ({target.setup_seconds:.1f} s)")
+            self.mixed.append(target)
+        by_key = {target.key: target for target in self.mixed}
+        for writes in config.writes:
+            for key in ("saas", "peer", "cold"):
+                if key in by_key and (key != "cold" or writes in config.cold_writes):
+                    self.cells.append(Cell(by_key[key], writes))
 
     def check_and_warm_up(self) -> None:
         log("checking that every target answers 200 with its credentials")
@@ -551,24 +731,30 @@ class Bench:
             measure.check()
         if self.saas is not None:
             check_login(self.saas)
+        for target in self.mixed:
+            target.check()
         log(f"warming up ({self.config.warmup} s each)")
         for measure in self.measures:
             measure.job(self.config, self.config.warmup).run()
+        for target in self.mixed:  # reads only: every user's answer cached where there is a cache
+            target.reads(self.config.connections, self.config.warmup, self.config.client_cpus).run()
         if self.saas is not None:
             login_storm(self.saas, self.config, max(2, self.config.warmup))
 
     def measure_rounds(self) -> None:
         config, results = self.config, self.results
         self.loads.append(load_average())
+        # bare first, then the mixed cells (the headline), then the single workload's targets.
+        bare = [m for m in self.measures if m.key == "bare"]
+        others = [m for m in self.measures if m.key != "bare"]
         for n in range(1, config.rounds + 1):
             tag = f"round {n}/{config.rounds}"
-            for measure in self.measures:
-                r = measure.job(config, config.duration).run()
-                results.add(measure.key, r)
-                log(
-                    f"{tag} {measure.key}: {r.rps:,.1f} req/s, p50 {r.p50_ms:.2f} ms, "
-                    f"p99 {r.p99_ms:.2f} ms, errors {r.errors}"
-                )
+            for measure in bare:
+                self.measure(measure, tag)
+            for cell in self.cells:
+                self.measure_cell(cell, tag)
+            for measure in others:
+                self.measure(measure, tag)
             if self.saas is not None:
                 storm, probe = login_storm(self.saas, config, config.login_duration)
                 results.add("saas-login", storm)
@@ -585,6 +771,41 @@ class Bench:
         for server in self.servers:
             results.memory_kb[server.name] = server.memory_kb()
 
+    def measure(self, measure: Measure, tag: str) -> None:
+        r = measure.job(self.config, self.config.duration).run()
+        self.results.add(measure.key, r)
+        log(
+            f"{tag} {measure.key}: {r.rps:,.1f} req/s, p50 {r.p50_ms:.2f} ms, "
+            f"p99 {r.p99_ms:.2f} ms, errors {r.errors}"
+        )
+
+    def measure_cell(self, cell: Cell, tag: str) -> None:
+        config = self.config
+        reads, writes = cell.run(config.connections, config.duration, config.client_cpus)
+        self.results.add(cell.key, reads)
+        line = (
+            f"{tag} {cell.key}: {reads.rps:,.1f} reads/s, p50 {reads.p50_ms:.2f} ms, "
+            f"p99 {reads.p99_ms:.2f} ms, errors {reads.errors}, {reads.users} users"
+        )
+        if writes is not None:
+            self.results.add_writes(cell.key, writes)
+            line += (
+                f"; writes {writes['achieved']:.1f}/s of {cell.writes} "
+                f"({writes['ok']} of {writes['sent']} 2xx, failed {writes['failed']})"
+            )
+        log(line)
+
+    def mixed_meta(self) -> dict[str, Any] | None:
+        if not self.config.mixed:
+            return None
+        cold = any(target.key == "cold" for target in self.mixed)
+        return {
+            "writes": list(self.config.writes),
+            "cold_writes": list(self.config.cold_writes) if cold else [],
+            "users": self.config.mixed_users,
+            "tenants": self.config.mixed_tenants,
+        }
+
     def report(self) -> str:
         meta = {
             "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -594,6 +815,7 @@ class Bench:
             "command": hide_password(shlex.join(["python", "bench/run.py", *sys.argv[1:]])),
             "database": self.database_kind,
             "lines": describe(self.config, self.servers, self.loads, self.database_line()),
+            "mixed": self.mixed_meta(),
         }
         report = render(self.results, meta, [k for k in ORDER if k in self.results.http])
         write_results(self.config, report, self.results, meta)
@@ -645,9 +867,14 @@ def write_results(config: Config, report: str, results: Results, meta: dict[str,
         },
         "labels": LABELS,
         "rounds": {key: [asdict(r) for r in rounds] for key, rounds in results.http.items()},
+        "writes": results.writes,
         "raw_verify": results.hash,
         "memory_kb": results.memory_kb,
     }
+    mixed = meta.get("mixed")
+    if mixed:
+        raw["labels"] = LABELS | mixed_labels(mixed["writes"], mixed["cold_writes"], mixed["users"])
+        raw["mixed"] = mixed_summary(results, mixed["writes"], mixed["cold_writes"])
     config.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
 
 

@@ -160,7 +160,8 @@ def sqlite_url(database: Path) -> str:
 
 def peer_server(tmp: Path, database_url: str) -> Server:
     port = free_port()
-    env = {**os.environ, "PEER_DATABASE_URL": database_url}
+    # PEER_FAST_HASH: a cheap password hash, only for signing users up and in (see the target).
+    env = {**os.environ, "PEER_DATABASE_URL": database_url, "PEER_FAST_HASH": "1"}
     return Server(
         name="fastapi-users",
         command=uvicorn_command(PEER_PYTHON, "peer_fastapi_users:app", port),

@@ -14,6 +14,8 @@ MEAN_LINE = re.compile(r"^\s*Latency\s+([\d.]+)(us|ms|s|m)\s", re.MULTILINE)
 RPS_LINE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 TOTAL_LINE = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m),", re.MULTILINE)
 NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+# Printed by bench/lua/mixed_reads.lua's done(): proof that the tokens rotated.
+ROUND_ROBIN = re.compile(r"^round-robin: (\d+) requests over (\d+) users$", re.MULTILINE)
 SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
@@ -35,6 +37,7 @@ class WrkResult:
     socket_errors: int
     timeouts: int
     connections: int = 0
+    users: int = 0  # distinct users the requests went out as (round-robin scripts only)
 
     @property
     def errors(self) -> int:
@@ -63,6 +66,7 @@ def parse(output: str) -> WrkResult:
     non_2xx = NON_2XX.search(output)
     sockets = SOCKET_ERRORS.search(output)
     socket_counts = [int(n) for n in sockets.groups()] if sockets else [0, 0, 0, 0]
+    rotation = ROUND_ROBIN.search(output)
     return WrkResult(
         requests=int(total.group(1)),
         seconds=float(total.group(2)) * UNITS[total.group(3)] / 1e3,
@@ -75,6 +79,7 @@ def parse(output: str) -> WrkResult:
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(socket_counts),
         timeouts=socket_counts[3],
+        users=int(rotation.group(2)) if rotation else 0,
     )
 
 

@@ -1,7 +1,8 @@
 """The peer: fastapi-users' documented SQLAlchemy (aiosqlite) + JWT bearer setup.
 
 The docs' "Full example" (db.py, schemas.py, users.py, app.py) folded into one module,
-unchanged but for where the database URL and secret come from. It runs in its own venv
+unchanged but for where the database URL and secret come from, and for the password hash's
+cost (PEER_FAST_HASH, below). It runs in its own venv
 (bench/.venv-peer): fastapi-users caps SQLAlchemy below 2.1. Benchmarked: GET /users/me.
 PEER_DATABASE_URL is a SQLite file, or with `run.py --postgres` a fresh PostgreSQL
 database (`postgresql+asyncpg://...`); the lifespan's create_all makes the table on
@@ -22,11 +23,19 @@ from fastapi import Depends, FastAPI
 from fastapi_users import BaseUserManager, FastAPIUsers, UUIDIDMixin, schemas
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport, JWTStrategy
 from fastapi_users.db import SQLAlchemyBaseUserTableUUID, SQLAlchemyUserDatabase
+from fastapi_users.password import PasswordHelper
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 DATABASE_URL = os.environ.get("PEER_DATABASE_URL", "sqlite+aiosqlite:///./peer.db")
 SECRET = os.environ.get("PEER_SECRET", "bench-only-peer-secret-0123456789abcdef")
+# PEER_FAST_HASH=1 (run.py sets it): Argon2 at its lowest cost, configured the way the docs'
+# "Password hash" page shows. No measured request hashes a password; it makes signing up and
+# logging in the mixed workload's hundreds of users take seconds instead of minutes, as
+# BCRYPT_ROUNDS=4 does for saas_app's servers of that workload.
+FAST_HASH = os.environ.get("PEER_FAST_HASH", "") == "1"
 
 
 # db.py
@@ -77,10 +86,17 @@ class UserManager(UUIDIDMixin, BaseUserManager[User, uuid.UUID]):
     verification_token_secret = SECRET
 
 
+password_helper = (
+    PasswordHelper(PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)))
+    if FAST_HASH
+    else None  # the library's default: Argon2 (then bcrypt) at pwdlib's recommended cost
+)
+
+
 async def get_user_manager(
     user_db: SQLAlchemyUserDatabase[User, uuid.UUID] = Depends(get_user_db),
 ) -> AsyncGenerator[UserManager, None]:
-    yield UserManager(user_db)
+    yield UserManager(user_db, password_helper)
 
 
 bearer_transport = BearerTransport(tokenUrl="auth/jwt/login")
