@@ -429,3 +429,78 @@ async def test_every_kind_of_authorization_change_reaches_the_other_process_with
 
     print("propagation to the other process (s):", {k: round(v, 4) for k, v in delays.items()})
     assert max(delays.values()) < 1.0
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the fence is PostgreSQL's (SQLite reads its log per request)")
+async def test_only_writes_that_fire_a_trigger_send_a_fence(client: AsyncClient) -> None:
+    """The writer waits for its own notices only when it sent some: a login (a new session,
+    an audit row) or a project in no cached list costs no fence; a role change does."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    feed = runtime.cache.feed
+    assert isinstance(feed, PostgresNotifications)
+    settled: list[str] = []
+    settle = feed.settle
+
+    async def counted(fence: str) -> None:
+        settled.append(fence)
+        await settle(fence)
+
+    feed.settle = counted  # type: ignore[method-assign]
+    tenant = await create_tenant(client)
+    member = await add_member(client, tenant)
+    settled.clear()
+    await login(client, tenant.slug, member.email)
+    assert settled == []
+    demoted = await client.put(
+        tenant.path(f"/users/{member.id}/roles"), json={"roles": ["viewer"]}, headers=tenant.owner.headers
+    )
+    assert demoted.status_code == 200
+    assert len(settled) == 1
+
+
+class _HeartbeatThatCancels:
+    """A feed connection whose heartbeat answers just as the listener is cancelled: the
+    window in which Python 3.11's `asyncio.wait_for` used to swallow the cancellation, so
+    that shutdown waited on the listener forever."""
+
+    def __init__(self) -> None:
+        self.victim: asyncio.Task[Any] | None = None
+        self.terminated = False
+
+    def add_termination_listener(self, _callback: Any) -> None:
+        return None
+
+    async def add_listener(self, _channel: str, _callback: Any) -> None:
+        return None
+
+    async def fetchval(self, _query: str) -> int:
+        if self.victim is not None:
+            asyncio.get_running_loop().call_soon(self.victim.cancel)
+        return 1
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+
+async def test_a_cancellation_landing_on_a_heartbeat_still_stops_the_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("asyncpg")
+    import asyncpg  # noqa: PLC0415
+
+    connection = _HeartbeatThatCancels()
+
+    async def connect(*_args: Any, **_kwargs: Any) -> _HeartbeatThatCancels:
+        return connection
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    feed = PostgresNotifications("postgresql://nobody@127.0.0.1:1/none")
+    feed.attach(ReadCache(NoFeed()))
+    await feed.start()
+    assert feed.is_up
+    listener = feed._task
+    assert listener is not None
+    connection.victim = listener  # the next heartbeat cancels the listener as it answers
+
+    done, _ = await asyncio.wait({listener}, timeout=3 * 1.0 + 1)
+    assert done == {listener} and listener.cancelled()
+    assert connection.terminated and not feed.is_up
+    await feed.close()

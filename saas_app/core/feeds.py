@@ -35,6 +35,7 @@ logger = logging.getLogger("saas_app.readcache")
 
 HEARTBEAT_SECONDS = 1.0  # a silent feed connection is noticed within about two of these
 CONNECT_TIMEOUT_SECONDS = 3.0
+CLOSE_TIMEOUT_SECONDS = 2.0  # shutting down never waits on the feed longer than this
 FENCE_TIMEOUT_SECONDS = 1.0  # a writer's own change unheard this long: drop the cache
 MAX_RETRY_SECONDS = 5.0
 APPLICATION_NAME = "saas_app change feed"  # how operators (and tests) find it in pg_stat_activity
@@ -150,7 +151,8 @@ class PostgresNotifications:
             self._listening = asyncio.Event()
             self._task = asyncio.create_task(self._listen_forever(), name="saas_app change feed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listening.wait(), CONNECT_TIMEOUT_SECONDS)
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                    await self._listening.wait()
 
     async def sync(self) -> bool:
         return self._up
@@ -166,7 +168,8 @@ class PostgresNotifications:
             return
         event = self._waiting[fence] = asyncio.Event()
         try:
-            await asyncio.wait_for(event.wait(), FENCE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(FENCE_TIMEOUT_SECONDS):
+                await event.wait()
         except TimeoutError:
             logger.warning("change feed: a write was not heard back in time; cache dropped")
             self._clear()
@@ -223,10 +226,14 @@ class PostgresNotifications:
             logger.info("change feed listening")
             while not lost.is_set():
                 # A connection that stopped answering (a partition, a hung server) delivers
-                # nothing and says nothing: ask it something every second.
-                await asyncio.wait_for(connection.fetchval("SELECT 1"), HEARTBEAT_SECONDS)
+                # nothing and says nothing: ask it something every second. asyncio.timeout,
+                # not wait_for: on Python 3.11 wait_for swallows a cancellation that lands as
+                # the awaited call completes, and shutdown would wait on this loop forever.
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    await connection.fetchval("SELECT 1")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), HEARTBEAT_SECONDS)
+                    async with asyncio.timeout(HEARTBEAT_SECONDS):
+                        await lost.wait()
         finally:
             self._up = False
             self._clear()
@@ -239,8 +246,14 @@ class PostgresNotifications:
             self._cache.clear()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        # asyncio.wait, not awaiting the task: a shutdown is bounded even if the task were
+        # to outlive its cancellation (a driver call that does not yield to it).
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_SECONDS)
+        if not done:
+            logger.warning("change feed did not stop in time; leaving it to the process exit")
+        elif not task.cancelled() and task.exception() is not None:
+            logger.debug("change feed ended with %s", type(task.exception()).__name__)
