@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from httpx import AsyncClient, Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saas_app.api_keys import service as key_service
@@ -467,6 +467,23 @@ async def test_a_child_key_inherits_its_parents_expiry_and_rate_limit(api: Api) 
     assert child["parent_id"] == parent.id
     assert child["created_by"] == api.tenant.owner.id  # it acts for the same user
     assert parent.body["parent_id"] is None
+
+
+async def test_a_parent_revoked_outside_the_api_ends_its_children(api: Api) -> None:
+    """revoke_key marks the whole family; a parent revoked by an operator's UPDATE (which
+    marks only the parent) must end the children all the same."""
+    parent = await minting_key(api)
+    issued = await api.issue({"name": "child", "scopes": ["projects:read"]}, parent)
+    assert issued.status_code == 201, issued.text
+    body = issued.json()
+    child = ApiKey(id=body["id"], key=body["key"], prefix=body["prefix"], body=body)
+    assert (await api.projects(child)).status_code == 200
+    engine = api.client.app.state.runtime.engine  # type: ignore[attr-defined]
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(ApiKeyRow).where(ApiKeyRow.id == uuid.UUID(parent.id)).values(revoked_at=datetime.now(UTC))
+        )
+    assert (await api.projects(child)).status_code == 401
 
 
 EXCEEDING = {

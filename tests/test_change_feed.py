@@ -24,9 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from saas_app.core.changes import FIRES, parse, tag
-from saas_app.core.feeds import PostgresNotifications
-from saas_app.core.readcache import NoFeed, ReadCache
+from saas_app.core import readcache
+from saas_app.core.changes import FIRES, TRIGGERS, parse, tag
+from saas_app.core.feeds import VOUCH_SECONDS, PostgresNotifications
+from saas_app.core.readcache import Body, NoFeed, ReadCache
 from tests.conftest import ON_POSTGRES, ROOT
 from tests.factories import DEFAULT_PASSWORD, add_member, create_api_key, create_tenant, login, token
 from tests.servers import running_server
@@ -473,10 +474,10 @@ class _HeartbeatThatCancels:
     async def add_listener(self, _channel: str, _callback: Any) -> None:
         return None
 
-    async def fetchval(self, _query: str) -> int:
+    async def fetchval(self, _query: str, *_args: Any) -> int:
         if self.victim is not None:
             asyncio.get_running_loop().call_soon(self.victim.cancel)
-        return 1
+        return len(TRIGGERS)  # every trigger there and enabled
 
     def terminate(self) -> None:
         self.terminated = True
@@ -506,3 +507,199 @@ async def test_a_cancellation_landing_on_a_heartbeat_stops_the_feed(monkeypatch:
     assert connection.terminated
     assert not feed.is_up
     await feed.close()
+
+
+class _HeartbeatThatStalls(_HeartbeatThatCancels):
+    """A connection that stops answering (a partition, a stopped server): no error, no
+    notification, nothing."""
+
+    stalled = False
+
+    async def fetchval(self, _query: str, *_args: Any) -> int:
+        if self.stalled:
+            await asyncio.Event().wait()
+        return len(TRIGGERS)
+
+
+async def test_a_stalled_feed_stops_vouching_for_the_cache_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """API-v2 §5: a node never serves what it cannot vouch for, and another node's change
+    reaches it within 1 s: a connection that goes silent takes the cache out of service
+    within VOUCH_SECONDS, long before it is found dead and redone."""
+    pytest.importorskip("asyncpg")
+    import asyncpg  # noqa: PLC0415
+
+    connection = _HeartbeatThatStalls()
+
+    async def connect(*_args: Any, **_kwargs: Any) -> _HeartbeatThatStalls:
+        return connection
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    feed = PostgresNotifications("postgresql://nobody@127.0.0.1:1/none")
+    cache = ReadCache(feed)
+    await feed.start()
+    try:
+        assert await cache.snapshot() is not None
+        connection.stalled = True
+        stalled_at = time.monotonic()
+        while await cache.snapshot() is not None:
+            assert time.monotonic() - stalled_at < 1.0, "a silent feed was still trusted after 1 s"
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - stalled_at <= VOUCH_SECONDS + 0.1
+    finally:
+        await feed.close()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL's triggers and their replication roles")
+async def test_a_disabled_trigger_takes_the_cache_out_of_service_until_it_is_back(
+    client: AsyncClient, database_url: str
+) -> None:
+    """A trigger switched off (a bulk load with triggers disabled, a half-applied migration)
+    would leave the feed silent about its table: the node reads through instead."""
+    tenant = await create_tenant(client)
+    cache = _cache(client)
+    feed = cache.feed
+    assert isinstance(feed, PostgresNotifications)
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text('ALTER TABLE "session" DISABLE TRIGGER cache_session_update'))
+        try:
+            await _until(lambda: not feed.is_up, 2)
+            assert len(cache) == 0
+            loads = cache.loads
+            assert (
+                await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
+            ).status_code == 200
+            assert cache.loads > loads  # read through
+            assert len(cache) == 0
+        finally:
+            async with engine.connect() as connection:
+                await connection.execute(
+                    text('ALTER TABLE "session" ENABLE ALWAYS TRIGGER cache_session_update')
+                )
+        await _until(lambda: feed.is_up, 8)  # the back-off grows to 5 s while it waits
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL: replica mode skips ordinary triggers")
+async def test_a_write_in_replica_mode_still_evicts(client: AsyncClient, database_url: str) -> None:
+    """A logical-replication subscriber applies rows with session_replication_role =
+    replica, which silences ordinary triggers; the cache's fire ALWAYS."""
+    tenant = await create_tenant(client)
+    assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SET LOCAL session_replication_role = replica"))
+            await connection.execute(
+                text('UPDATE "session" SET revoked_at = now() WHERE user_id = :user'),
+                {"user": uuid.UUID(tenant.owner.id)},
+            )
+    finally:
+        await engine.dispose()
+    refused = False
+    deadline = time.monotonic() + 1.0
+    while not refused and time.monotonic() < deadline:
+        refused = (
+            await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
+        ).status_code == 401
+        await asyncio.sleep(0.01)
+    assert refused
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's feed is the change log table")
+async def test_a_change_log_that_went_back_in_time_empties_the_cache(
+    client: AsyncClient, database_url: str
+) -> None:
+    """A backup restored under a running worker, or the log recreated by a migration: the
+    ids start again below the worker's last one. The worker notices (its last row is no
+    longer there) instead of waiting for the ids to pass it, and a logout counts at once."""
+    tenant = await create_tenant(client)
+    member = await add_member(client, tenant)
+    for headers in (tenant.owner.headers, member.headers):
+        assert (await client.get(tenant.path("/users/me"), headers=headers)).status_code == 200
+    path = make_url(database_url).database
+    assert path is not None
+    with sqlite3.connect(path) as connection:
+        (last,) = connection.execute("SELECT max(id) FROM cache_change").fetchone()
+        assert last is not None
+        connection.execute("DELETE FROM cache_change")
+        connection.execute("DELETE FROM sqlite_sequence WHERE name = 'cache_change'")
+    assert (await client.post(tenant.path("/auth/logout"), headers=member.headers)).status_code == 204
+    with sqlite3.connect(path) as connection:
+        (first_id,) = connection.execute("SELECT min(id) FROM cache_change").fetchone()
+    assert first_id == 1  # the logout's row, far below the worker's last
+    assert first_id < last
+    assert (await client.get(tenant.path("/users/me"), headers=member.headers)).status_code == 401
+    assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
+
+
+async def test_the_cache_is_bounded_by_size_and_pushes_out_its_oldest_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(readcache, "MAX_BYTES", 10_000)
+    cache = ReadCache(_AlwaysUp())
+    snapshot = await cache.snapshot()
+    for i in range(25):
+        cache.put(("page", i), Body(b"x" * 1_000, (tag("projects", uuid.uuid4()),)), (), snapshot)
+    assert cache.size <= 10_000
+    assert len(cache) == 10
+    assert cache.get(("page", 24), snapshot) is not None  # the newest stay
+    assert cache.get(("page", 0), snapshot) is None  # the oldest went, not everything
+
+
+async def test_only_the_first_page_of_a_list_is_cached(client: AsyncClient) -> None:
+    """Any position a caller encodes is a valid cursor: caching per cursor would let one
+    caller fill the cache (and the process) with pages of its choosing."""
+    tenant = await create_tenant(client)
+    for name in ("a", "b", "c"):
+        created = await client.post(
+            tenant.path("/projects"), json={"name": name}, headers=tenant.owner.headers
+        )
+        assert created.status_code == 201
+    cache = _cache(client)
+    first = await client.get(tenant.path("/projects"), params={"limit": 1}, headers=tenant.owner.headers)
+    cursor = first.json()["next_cursor"]
+    assert cursor
+    entries = len(cache)
+    for _ in range(3):
+        page = await client.get(
+            tenant.path("/projects"), params={"limit": 1, "cursor": cursor}, headers=tenant.owner.headers
+        )
+        assert page.status_code == 200
+        assert [p["name"] for p in page.json()["items"]] != [p["name"] for p in first.json()["items"]]
+    assert len(cache) == entries
+    loads = cache.loads
+    again = await client.get(tenant.path("/projects"), params={"limit": 1}, headers=tenant.owner.headers)
+    assert again.json() == first.json()
+    assert cache.loads == loads  # the first page came from the cache
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the fence is PostgreSQL's")
+async def test_an_api_keys_last_used_touch_sends_no_fence(client: AsyncClient) -> None:
+    """The touch changes no cached row (its column fires no trigger), so it must not take
+    PostgreSQL's notify lock at commit for a fence nobody waits for."""
+    tenant = await create_tenant(client)
+    key = await create_api_key(client, tenant, "projects:read")
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    feed = runtime.cache.feed
+    assert isinstance(feed, PostgresNotifications)
+    fences: list[str] = []
+    new_fence = feed.new_fence
+
+    def counted() -> str:
+        fences.append(new_fence())
+        return fences[-1]
+
+    feed.new_fence = counted  # type: ignore[method-assign]
+    assert (await client.get(tenant.path("/projects"), headers=key.headers)).status_code == 200
+    await runtime.key_usage.drain()
+    async with runtime.engine.connect() as connection:
+        used = await connection.scalar(
+            text("SELECT last_used_at FROM api_key WHERE id = :id"), {"id": uuid.UUID(key.id)}
+        )
+    assert used is not None  # the touch happened
+    assert fences == []

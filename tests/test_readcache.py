@@ -1,20 +1,26 @@
-"""The hot-path read cache is exact: any change, made by any worker, shows on the next
-request. Two apps on one database stand for two workers (each has its own cache and its
-own change feed). tests/test_change_feed.py has the precise-eviction and real-process
-tests."""
+"""The hot-path read cache never serves what a change has made wrong. Two apps on one
+database stand for two workers (each has its own cache and its own change feed).
+
+The writer's own worker sees its change on its next request. Another worker, on SQLite,
+also on its next request (it reads the change log before each one); on PostgreSQL within
+API-v2 §5's bound of 1 s (the change arrives by LISTEN/NOTIFY, usually within
+milliseconds). tests/test_change_feed.py has the precise-eviction and real-process tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from httpx import AsyncClient
+from httpx import AsyncClient, Response
 
 from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
 from saas_app.core.readcache import NoFeed, ReadCache
+from tests.conftest import ON_POSTGRES
 from tests.factories import (
     add_member,
     create_api_key,
@@ -24,6 +30,20 @@ from tests.factories import (
     login_with_otp,
     token,
 )
+
+OTHER_WORKER_BOUND = 1.0 if ON_POSTGRES else 0.0  # seconds; 0: the very next request
+
+
+async def on_the_other_worker(
+    request: Callable[[], Awaitable[Response]], shows: Callable[[Response], bool]
+) -> Response:
+    """The other worker's answer once it shows the change, or its last within the bound."""
+    deadline = time.monotonic() + OTHER_WORKER_BOUND
+    while True:
+        response = await request()
+        if shows(response) or time.monotonic() >= deadline:
+            return response
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -50,7 +70,10 @@ async def test_a_demotion_through_another_worker_applies_on_the_next_request(
         tenant.path(f"/users/{member.id}/roles"), json={"roles": ["viewer"]}, headers=tenant.owner.headers
     )
     assert demoted.status_code == 200
-    refused = await first.post(tenant.path("/projects"), json={"name": "p"}, headers=member.headers)
+    refused = await on_the_other_worker(
+        lambda: first.post(tenant.path("/projects"), json={"name": "p"}, headers=member.headers),
+        lambda r: r.status_code == 403,
+    )
     assert refused.status_code == 403
     me = await first.get(tenant.path("/users/me"), headers=member.headers)
     assert me.json()["roles"] == ["viewer"]
@@ -63,7 +86,12 @@ async def test_a_logout_through_another_worker_ends_the_session_everywhere(
     tenant = await create_tenant(first)
     assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
     assert (await second.post(tenant.path("/auth/logout"), headers=tenant.owner.headers)).status_code == 204
-    assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 401
+    assert (await second.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 401
+    refused = await on_the_other_worker(
+        lambda: first.get(tenant.path("/users/me"), headers=tenant.owner.headers),
+        lambda r: r.status_code == 401,
+    )
+    assert refused.status_code == 401
 
 
 async def test_a_key_revoked_through_another_worker_stops_at_once(
@@ -75,7 +103,10 @@ async def test_a_key_revoked_through_another_worker_stops_at_once(
     assert (await first.get(tenant.path("/projects"), headers=key.headers)).status_code == 200
     revoked = await second.delete(tenant.path(f"/api-keys/{key.id}"), headers=tenant.owner.headers)
     assert revoked.status_code == 204
-    assert (await first.get(tenant.path("/projects"), headers=key.headers)).status_code == 401
+    refused = await on_the_other_worker(
+        lambda: first.get(tenant.path("/projects"), headers=key.headers), lambda r: r.status_code == 401
+    )
+    assert refused.status_code == 401
 
 
 async def test_a_profile_change_shows_in_users_me_of_every_worker(
@@ -90,9 +121,11 @@ async def test_a_profile_change_shows_in_users_me_of_every_worker(
         tenant.path("/users/me"), json={"full_name": "Ada"}, headers=tenant.owner.headers
     )
     assert renamed.status_code == 200
-    assert (await first.get(tenant.path("/users/me"), headers=tenant.owner.headers)).json()[
-        "full_name"
-    ] == "Ada"
+    me = await on_the_other_worker(
+        lambda: first.get(tenant.path("/users/me"), headers=tenant.owner.headers),
+        lambda r: r.json()["full_name"] == "Ada",
+    )
+    assert me.json()["full_name"] == "Ada"
 
 
 async def test_the_cache_serves_repeat_reads_while_nothing_changes(client: AsyncClient) -> None:
@@ -130,7 +163,10 @@ async def test_a_project_created_through_another_worker_is_listed_at_once(
     )
     assert created.status_code == 201
     for headers in (key.headers, tenant.owner.headers):
-        listed = await first.get(tenant.path("/projects"), headers=headers)
+        listed = await on_the_other_worker(
+            lambda h=headers: first.get(tenant.path("/projects"), headers=h),
+            lambda r: bool(r.json()["items"]),
+        )
         assert [p["name"] for p in listed.json()["items"]] == ["Apollo"]
 
 
@@ -151,8 +187,8 @@ async def test_one_tenants_cached_list_is_never_another_tenants(client: AsyncCli
 async def test_mfa_required_through_another_worker_applies_to_the_next_login(
     workers: tuple[AsyncClient, AsyncClient], clock: FrozenClock
 ) -> None:
-    """Issue 13 item 4: a tenant's security policy reaches every worker at once, as a
-    revocation does; no worker keeps issuing password-only tokens from a stale copy."""
+    """Issue 13 item 4: a tenant's security policy reaches every worker as a revocation
+    does; no worker keeps issuing password-only tokens from a stale copy."""
     first, second = workers
     tenant = await create_tenant(first)
     member = await add_member(first, tenant)
@@ -161,8 +197,11 @@ async def test_mfa_required_through_another_worker_applies_to_the_next_login(
     await login(second, tenant.slug, member.email)  # the second worker now knows the tenant
     required = await first.patch(tenant.path(), json={"mfa_required": True}, headers=owner.headers)
     assert required.status_code == 200, required.text
-    response = await token(
-        second, tenant.slug, grant_type="password", username=member.email, password=member.password
+    response = await on_the_other_worker(
+        lambda: token(
+            second, tenant.slug, grant_type="password", username=member.email, password=member.password
+        ),
+        lambda r: r.status_code == 403,
     )
     assert response.status_code == 403, response.text
     assert response.json()["error"] == "mfa_enrollment_required"

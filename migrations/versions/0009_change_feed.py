@@ -23,8 +23,16 @@ fires nothing at all.
 
 PostgreSQL: the trigger calls `pg_notify('saas_app_cache', tag)`, which is transactional:
 delivered to every listening node only when the transaction commits, in commit order, and
-never if it rolls back. A TRUNCATE of any of these tables says `*`: drop everything. SQLite: the trigger appends the tag to `cache_change` in the same
-transaction; each worker reads the rows past its last one when `PRAGMA data_version` moves.
+never if it rolls back. A TRUNCATE of any of these tables says `*`: drop everything. The
+triggers are ENABLE ALWAYS: they fire under `session_replication_role = replica` too (as a
+logical-replication subscriber applies changes), and the feed refuses to vouch for its
+cache while any of them is missing or disabled.
+
+SQLite: the trigger appends the tag to `cache_change` in the same transaction; each worker
+reads the rows past its last one when `PRAGMA data_version` moves. Each row carries a
+random `nonce`, so a worker notices a log that went back in time (a backup restored, the
+table recreated) by its last row no longer being the one it read.
+
 Triggers, not application code, so that no write path can forget (the CLI, a bulk UPDATE,
 a cascade, an operator's psql session). See docs/decisions.md, "The change feed".
 
@@ -134,6 +142,9 @@ def _upgrade_postgresql() -> None:
             f'CREATE TRIGGER "cache_{table}_truncate" AFTER TRUNCATE ON "{table}"'
             " FOR EACH STATEMENT EXECUTE FUNCTION saas_app_cache_notify_all()"
         )
+        # A trigger that stays silent is a cache that stays stale: fire in replica mode too.
+        for event in (*events, "TRUNCATE"):
+            op.execute(f'ALTER TABLE "{table}" ENABLE ALWAYS TRIGGER "cache_{table}_{event.lower()}"')
 
 
 def _upgrade_sqlite() -> None:
@@ -143,6 +154,7 @@ def _upgrade_sqlite() -> None:
         "cache_change",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("tag", sa.String(100), nullable=False),
+        sa.Column("nonce", sa.BigInteger(), nullable=False, server_default=sa.text("(random())")),
         sqlite_autoincrement=True,
     )
     # The log keeps its last 10,000 changes; a worker that falls further behind sees a gap

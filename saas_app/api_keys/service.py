@@ -318,14 +318,18 @@ def _record(session: Session, prefix: str) -> KeyRecord | None:
     else:
         permissions = scopes & frozenset(p for row in rows if row.permissions for p in row.permissions)
     lineage = [key, *_ancestors(session, key.tenant_id, key.id)] if key.parent_id else [key]
+    # A key lives no longer than any key above it: revoke_key marks the descendants too,
+    # but a parent revoked or expired by other means (an operator's UPDATE) still ends them.
+    revoked = [k.revoked_at for k in lineage if k.revoked_at is not None]
+    expiries = [k.expires_at for k in lineage if k.expires_at is not None]
     return KeyRecord(
         id=key.id,
         tenant_id=key.tenant_id,
         prefix=key.prefix,
         secret_hash=key.secret_hash,
         rate_limit=key.rate_limit,
-        expires_at=key.expires_at,
-        revoked_at=key.revoked_at,
+        expires_at=min(expiries, default=None),
+        revoked_at=min(revoked, default=None),
         last_used_at=key.last_used_at,
         buckets=tuple((str(k.id), k.rate_limit) for k in lineage if k.rate_limit),
         permissions=permissions,

@@ -78,6 +78,15 @@ FIRES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+# The names of those triggers on PostgreSQL (with one AFTER TRUNCATE per table): the feed
+# checks they are all there and enabled before it vouches for a cache.
+TRIGGERS: tuple[str, ...] = tuple(
+    f"cache_{table}_{operation}"
+    for table, (operations, _) in FIRES.items()
+    for operation in (*sorted(operations), "truncate")
+)
+
+
 def _fires(table: str, operation: str) -> bool:
     rule = FIRES.get(table)
     return rule is not None and operation in rule[0]
@@ -105,7 +114,31 @@ def flush_fires(session: Session) -> bool:
 
 def statement_fires(state: ORMExecuteState) -> bool:
     """Whether a bulk INSERT/UPDATE/DELETE targets a table some trigger watches. Its rows
-    and columns are unknown here, so any such statement counts."""
+    are unknown here, so any such statement counts; an UPDATE only if it may set a
+    watched column (an API key's `last_used_at` touch does not)."""
     operation = "insert" if state.is_insert else "update" if state.is_update else "delete"
     target = getattr(state.statement, "table", None)
-    return target is not None and _fires(str(getattr(target, "name", "")), operation)
+    table = str(getattr(target, "name", ""))
+    if target is None or not _fires(table, operation):
+        return False
+    watched = FIRES[table][1]
+    if operation != "update" or not watched:
+        return True
+    columns = _set_columns(state)
+    known = {str(c.name) for c in getattr(target, "columns", ())}
+    # Anything it cannot name as a column of the table counts as watched: better a fence
+    # too many than a writer whose next request misses its change.
+    return columns is None or not columns <= known or not columns.isdisjoint(watched)
+
+
+def _set_columns(state: ORMExecuteState) -> set[str] | None:
+    """The columns an UPDATE sets, when the statement says; None when it cannot be told."""
+    values = getattr(state.statement, "_values", None)  # update(...).values(...)
+    if values:
+        return {str(getattr(column, "name", column)) for column in values}
+    parameters = state.parameters  # update(Model) with a list of rows by primary key
+    if isinstance(parameters, dict) and parameters:
+        return {str(key) for key in parameters}
+    if isinstance(parameters, list) and parameters:
+        return {str(key) for row in parameters for key in row}
+    return None

@@ -9,8 +9,11 @@ PostgreSQL (any number of nodes): a connection of its own LISTENs on `saas_app_c
 where the triggers' `pg_notify` lands on commit, in commit order. A request reads nothing
 at all; another node's change arrives within milliseconds. The writer's own node waits for
 its fence (a notification sent last in its transaction) before answering, so its next
-request sees its change. If the connection is lost or stops answering its heartbeat, the
-cache is dropped and every read goes to the database until the feed is back.
+request sees its change. A heartbeat several times a second proves the connection still
+delivers (PostgreSQL sends pending notifications before a query's answer): the cache is
+served only while the last answered heartbeat is recent, and the heartbeat also checks that
+every trigger of migration 0009 is there and enabled. If the connection is lost, the cache
+is dropped and every read goes to the database until the feed is back.
 
 Why these feeds and not Redis pub/sub: docs/decisions.md, "The change feed".
 """
@@ -21,19 +24,25 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from saas_app.core.changes import CHANGE_LOG, CHANNEL, FENCE, parse
+from saas_app.core.changes import CHANGE_LOG, CHANNEL, FENCE, TRIGGERS, parse
 from saas_app.core.config import Settings
 from saas_app.core.readcache import Feed, NoFeed, ReadCache
 
 logger = logging.getLogger("saas_app.readcache")
 
-HEARTBEAT_SECONDS = 1.0  # a silent feed connection is noticed within about two of these
+HEARTBEAT_SECONDS = 0.2  # how often the feed connection is asked to prove it delivers
+# The cache is served while the last answered heartbeat was sent less than this ago: a
+# stalled connection (a partition, a stopped server) cannot keep a revocation from this
+# node for longer (API-v2 §5: every node within 1 s).
+VOUCH_SECONDS = 0.6
+HEARTBEAT_TIMEOUT_SECONDS = 2.0  # unanswered this long: the connection is dropped, and redone
 CONNECT_TIMEOUT_SECONDS = 3.0
 CLOSE_TIMEOUT_SECONDS = 2.0  # shutting down never waits on the feed longer than this
 FENCE_TIMEOUT_SECONDS = 1.0  # a writer's own change unheard this long: drop the cache
@@ -60,7 +69,7 @@ class SqliteChangeLog:
         self._cache: ReadCache | None = None
         self._connection: sqlite3.Connection | None = None
         self._version: int | None = None
-        self._last_id = 0
+        self._last: tuple[int, int] | None = None  # (id, nonce) of the last row applied
 
     def attach(self, cache: ReadCache) -> None:
         self._cache = cache
@@ -86,26 +95,43 @@ class SqliteChangeLog:
             f"file:{self._path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
         # Start from the log's end with an empty cache: nothing read before can be vouched for.
-        query = f"SELECT coalesce(max(id), 0) FROM {CHANGE_LOG}"  # noqa: S608 (a constant)
-        (last,) = connection.execute(query).fetchone()
-        self._connection, self._version, self._last_id = connection, None, int(last)
+        self._connection, self._version, self._last = connection, None, _end_of_log(connection)
         self._clear()
         return connection
 
     def _read_log(self, connection: sqlite3.Connection) -> None:
-        rows = connection.execute(
-            f"SELECT id, tag FROM {CHANGE_LOG} WHERE id > ? ORDER BY id",  # noqa: S608 (a constant)
-            (self._last_id,),
-        ).fetchall()
+        # One read transaction: the rows and the log's end come from the same snapshot.
+        connection.execute("BEGIN")
+        try:
+            since = self._last[0] if self._last else 0
+            rows = connection.execute(
+                f"SELECT id, tag, nonce FROM {CHANGE_LOG} WHERE id >= ? ORDER BY id",  # noqa: S608 (a constant)
+                (since,),
+            ).fetchall()
+            end = _end_of_log(connection)
+        finally:
+            connection.execute("COMMIT")
+        if self._last is not None:
+            if not rows or (rows[0][0], rows[0][2]) != self._last:
+                # The row we read last is gone or another: pruned past us, or the log went
+                # back in time (a restored backup, the table recreated). We cannot know what
+                # we missed, so drop it all and follow the log from its end.
+                self._clear()
+                self._last = end
+                return
+            rows = rows[1:]
+        elif rows and rows[0][0] != 1:
+            self._clear()  # the log was empty when we began and has been pruned since
+            self._last = end
+            return
         if not rows:
             return
         tags = [parse(row[1]) for row in rows]
-        # Pruned past us (a gap), or '*': we cannot know what we missed, so drop it all.
-        if rows[0][0] != self._last_id + 1 or None in tags:
+        if None in tags:  # '*': drop everything
             self._clear()
         elif self._cache is not None:
             self._cache.evict(t for t in tags if t is not None)
-        self._last_id = rows[-1][0]
+        self._last = (rows[-1][0], rows[-1][2])
 
     def _clear(self) -> None:
         if self._cache is not None:
@@ -124,6 +150,24 @@ class SqliteChangeLog:
         self._disconnect()
 
 
+def _end_of_log(connection: sqlite3.Connection) -> tuple[int, int] | None:
+    query = f"SELECT id, nonce FROM {CHANGE_LOG} ORDER BY id DESC LIMIT 1"  # noqa: S608 (a constant)
+    row = connection.execute(query).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+class TriggersMissing(Exception):
+    """Some trigger of migration 0009 is missing or disabled: the feed would miss changes."""
+
+
+# Counts the triggers of migration 0009 that are there and fire in every replication role.
+TRIGGER_CHECK = """
+    SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = current_schema()::regnamespace
+      AND t.tgname = ANY($1::text[]) AND t.tgenabled = 'A'
+"""
+
+
 class PostgresNotifications:
     """LISTEN on a dedicated asyncpg connection, reconnecting with back-off."""
 
@@ -136,6 +180,7 @@ class PostgresNotifications:
         self._waiting: dict[str, asyncio.Event] = {}
         self._heard: OrderedDict[str, None] = OrderedDict()  # fences heard before waited for
         self._listening = asyncio.Event()
+        self._vouched_until = 0.0  # time.monotonic() after which the cache is not served
 
     def attach(self, cache: ReadCache) -> None:
         self._cache = cache
@@ -155,7 +200,7 @@ class PostgresNotifications:
                     await self._listening.wait()
 
     async def sync(self) -> bool:
-        return self._up
+        return self._up and time.monotonic() < self._vouched_until
 
     def new_fence(self) -> str:
         return f"{FENCE}{self.node}:{uuid.uuid4().hex}"
@@ -203,9 +248,15 @@ class PostgresNotifications:
                 logger.warning("change feed connection lost; reading through until it is back")
             except asyncio.CancelledError:
                 raise
+            except TriggersMissing as exc:
+                level = logging.ERROR if delay == 0.1 else logging.DEBUG
+                logger.log(level, "change feed refused: %s; the read cache stays off", exc)
             except Exception as exc:  # any failure: retry; the cache is off meanwhile
                 level = logging.WARNING if delay == 0.1 else logging.DEBUG
                 logger.log(level, "change feed unavailable (%s); reading through", type(exc).__name__)
+            if self._listening.is_set():
+                delay = 0.1  # it was up: a new outage starts the back-off (and its log) afresh
+                self._listening.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_SECONDS)
 
@@ -221,25 +272,40 @@ class PostgresNotifications:
         try:
             await connection.add_listener(CHANNEL, self._on_notification)
             self._clear()  # whatever was cached before LISTEN may have missed a change
+            await self._heartbeat(connection)
             self._up = True
             self._listening.set()
             logger.info("change feed listening")
             while not lost.is_set():
-                # A connection that stopped answering (a partition, a hung server) delivers
-                # nothing and says nothing: ask it something every second. asyncio.timeout,
-                # not wait_for: on Python 3.11 wait_for swallows a cancellation that lands as
-                # the awaited call completes, and shutdown would wait on this loop forever.
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
-                    await connection.fetchval("SELECT 1")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(HEARTBEAT_SECONDS):
                         await lost.wait()
+                if not lost.is_set():
+                    await self._heartbeat(connection)
         finally:
             self._up = False
             self._clear()
             for event in self._waiting.values():
                 event.set()  # the writers need not wait: the cache is empty and off
             connection.terminate()
+
+    async def _heartbeat(self, connection: Any) -> None:
+        """Proves the connection delivers, and that the triggers that feed it are all there.
+
+        PostgreSQL sends the notifications committed before a query ran ahead of its
+        answer, and asyncpg runs their callbacks first: once it answers, everything
+        committed before `sent` has been applied, and the cache is vouched for a while."""
+        sent = time.monotonic()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # lands as the awaited call completes, and shutdown would wait on this loop forever.
+        async with asyncio.timeout(HEARTBEAT_TIMEOUT_SECONDS):
+            enabled = await connection.fetchval(TRIGGER_CHECK, list(TRIGGERS))
+        if enabled != len(TRIGGERS):
+            raise TriggersMissing(
+                f"{enabled} of the {len(TRIGGERS)} cache triggers are there and enabled"
+                " (is the database migrated? were triggers disabled for a load?)"
+            )
+        self._vouched_until = sent + VOUCH_SECONDS
 
     def _clear(self) -> None:
         if self._cache is not None:

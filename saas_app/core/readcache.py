@@ -25,6 +25,11 @@ from sqlalchemy.engine import Connection
 
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
+# Answers cached as sent are counted by their size, anything else as a small record: a
+# caller who can make many distinct answers (pages of big rows) pushes out the oldest
+# entries, never grows the process past this or empties everyone's cache.
+MAX_BYTES = 64 * 1024 * 1024
+RECORD_BYTES = 1024
 MAX_EVICTIONS = 100_000  # per-tag eviction marks kept before they are folded into a floor
 T = TypeVar("T")
 SNAPSHOT = "saas_app.cache_snapshot"  # where a request keeps the snapshot it took
@@ -84,7 +89,8 @@ class ReadCache:
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
-        self._entries: dict[Hashable, tuple[object, tuple[str, ...]]] = {}
+        self._entries: dict[Hashable, tuple[object, tuple[str, ...]]] = {}  # oldest first
+        self._bytes = 0
         self._keys_by_tag: dict[str, set[Hashable]] = {}
         self._seq = 0  # bumped by every eviction
         self._evicted: dict[str, int] = {}  # tag -> the eviction that last removed it
@@ -112,13 +118,13 @@ class ReadCache:
         depends = tuple(tags)
         if snapshot != self._seq and any(self._evicted.get(t, 0) > snapshot for t in depends):
             return
-        if len(self._entries) >= MAX_ENTRIES:
-            self.clear()
-            return
         self._forget(key)
         self._entries[key] = (value, depends)
+        self._bytes += _size(value)
         for t in depends:
             self._keys_by_tag.setdefault(t, set()).add(key)
+        while len(self._entries) > MAX_ENTRIES or self._bytes > MAX_BYTES:
+            self._forget(next(iter(self._entries)))
 
     def evict(self, tags: Iterable[str]) -> None:
         """Drops every entry that depends on any of `tags`."""
@@ -134,6 +140,7 @@ class ReadCache:
     def clear(self) -> None:
         """Drops everything (the feed was lost, or fell too far behind)."""
         self._entries.clear()
+        self._bytes = 0
         self._keys_by_tag.clear()
         self._evicted.clear()
         self._seq += 1
@@ -142,10 +149,16 @@ class ReadCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def size(self) -> int:
+        """What the entries hold, in bytes as MAX_BYTES counts them."""
+        return self._bytes
+
     def _forget(self, key: Hashable) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        self._bytes -= _size(entry[0])
         for t in entry[1]:
             keys = self._keys_by_tag.get(t)
             if keys is not None:
@@ -155,6 +168,10 @@ class ReadCache:
 
     async def close(self) -> None:
         await self.feed.close()
+
+
+def _size(value: object) -> int:
+    return len(value.content) if isinstance(value, Body) else RECORD_BYTES
 
 
 async def snapshot_of(cache: ReadCache, memo: MutableMapping[str, Any] | None = None) -> int | None:

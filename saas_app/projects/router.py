@@ -44,9 +44,13 @@ async def list_projects(
             content = Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
             return Body(content, (tag("projects", tenant_id),))
 
-    # The same page for every caller allowed to read it: cached, as sent, until a project
-    # of this tenant changes.
-    key = ("projects", tenant_id, limit, cursor)
+    if cursor is not None:
+        # Later pages are read, not cached: a cursor is any position a caller cares to
+        # encode, and one key per position would let a caller fill the cache at will.
+        return json_answer((await runtime.reader.run(load)).content)
+    # The first page, the same for every caller allowed to read it: cached, as sent, until
+    # a project of this tenant changes.
+    key = ("projects", tenant_id, limit)
     body = await read_through(
         runtime.cache, runtime.reader, key, Body, load, lambda b: b.depends_on, cache_memo(request)
     )
