@@ -60,7 +60,7 @@ class Runtime:
             settings=settings,
             clock=clock,
             engine=engine,
-            reader=reader_for(engine),
+            reader=reader_for(engine, settings.DATABASE_POOL_SIZE),
             session_factory=create_session_factory(engine, new_fence=new_fence),
             write_session_factory=write_session_factory,
             hasher=PasswordHasher(settings),
@@ -86,7 +86,7 @@ class Runtime:
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.key_usage.drain()
     await runtime.cache.close()
-    runtime.reader.close()
+    await runtime.reader.close()
     await runtime.http.aclose()
     await runtime.engine.dispose()
 

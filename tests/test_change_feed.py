@@ -28,6 +28,7 @@ from saas_app.core import readcache
 from saas_app.core.changes import FIRES, TRIGGERS, parse, tag
 from saas_app.core.feeds import VOUCH_SECONDS, PostgresNotifications
 from saas_app.core.readcache import Body, NoFeed, ReadCache
+from saas_app.core.readers import READER_APPLICATION_NAME
 from tests.conftest import ON_POSTGRES, ROOT
 from tests.factories import DEFAULT_PASSWORD, add_member, create_api_key, create_tenant, login, token
 from tests.servers import running_server
@@ -703,3 +704,32 @@ async def test_an_api_keys_last_used_touch_sends_no_fence(client: AsyncClient) -
         )
     assert used is not None  # the touch happened
     assert fences == []
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the read cache's own pool is PostgreSQL's")
+async def test_a_cache_load_on_a_connection_the_server_closed_runs_again(
+    client: AsyncClient, database_url: str
+) -> None:
+    """The loads' pool skips the ping before each use: a load that meets a connection the
+    server has closed (a restart, a failover) runs again on a fresh one, not a 503."""
+    tenant = await create_tenant(client)
+    cache = _cache(client)
+    assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            killed = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name AND datname = current_database()"
+                ),
+                {"name": READER_APPLICATION_NAME},
+            )
+    finally:
+        await engine.dispose()
+    assert killed >= 1
+    cache.clear()  # the next request loads, on a pooled connection that is now dead
+    loads = cache.loads
+    me = await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)
+    assert me.status_code == 200, me.text
+    assert cache.loads > loads

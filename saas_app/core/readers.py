@@ -9,8 +9,11 @@ A load is a plain function of a SQLAlchemy `Connection` (Core statements, or an 
   less than one hand-off to aiosqlite's thread (each statement there is two). A read
   that meets a lock (a checkpoint, a schema change) gives up after a few milliseconds and
   runs on the async engine instead, so the event loop is never held for long.
-- **PostgreSQL: on the async engine** (asyncpg, prepared statements), one connection
-  from the pool in autocommit: no BEGIN, no ROLLBACK, one round trip per statement.
+- **PostgreSQL: on a pool of its own** (asyncpg, prepared statements), one connection
+  in autocommit: no BEGIN, no ROLLBACK, one round trip per statement. Unlike the app's
+  main pool it does not ping a connection before each use (a round trip per load, as
+  dear as the load itself): a load is a read, so one that meets a connection the server
+  closed (a restart, a failover) is simply run again on a fresh one.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 logger = logging.getLogger("saas_app.readcache")
+READER_APPLICATION_NAME = "saas_app cache reads"
 INLINE_BUSY_MS = 5  # an inline read waits at most this long for a lock, then goes async
 
 
@@ -41,8 +45,25 @@ class AsyncReader:
         async with self._engine.connect() as connection:
             return await connection.run_sync(load)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         return None
+
+
+class PostgresReader(AsyncReader):
+    """Loads on an engine of their own, without a ping per checkout: a load that meets a
+    dead connection is retried once (SQLAlchemy then replaces every older connection)."""
+
+    async def run(self, load: Callable[[Connection], T]) -> T:
+        try:
+            return await super().run(load)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            logger.info("read cache: a pooled connection was gone; the load runs again")
+            return await super().run(load)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
 
 
 class InlineSqliteReader:
@@ -68,7 +89,7 @@ class InlineSqliteReader:
             logger.debug("inline read gave way: %s", type(exc.orig).__name__)
             return await self._fallback.run(load)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._engine.dispose()
 
 
@@ -77,10 +98,21 @@ def _autocommit(connection: sqlite3.Connection, _record: Any) -> None:
     connection.isolation_level = None
 
 
-def reader_for(engine: AsyncEngine) -> AsyncReader | InlineSqliteReader:
-    """`engine`'s reads as loads use them: no BEGIN on SQLite, autocommit on PostgreSQL."""
+def reader_for(engine: AsyncEngine, pool_size: int) -> AsyncReader | InlineSqliteReader:
+    """`engine`'s reads as loads use them: no BEGIN on SQLite; on PostgreSQL autocommit,
+    on a pool of `pool_size` connections (+ as many in overflow) without pre-ping."""
     if engine.dialect.name != "sqlite":
-        return AsyncReader(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        reads = create_async_engine(
+            engine.url,
+            hide_parameters=True,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=10,
+            isolation_level="AUTOCOMMIT",
+            # How operators (and tests) tell these connections apart in pg_stat_activity.
+            connect_args={"server_settings": {"application_name": READER_APPLICATION_NAME}},
+        )
+        return PostgresReader(reads)
     fallback = AsyncReader(engine.execution_options(sqlite_begin="NONE"))
     database = engine.url.database
     if database and database != ":memory:":
