@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
+from saas_app.core.logging import Repeats
+
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("saas_app.errors")
 
@@ -134,9 +136,20 @@ class RateLimited(DomainError):
         self.headers["Retry-After"] = str(self.retry_after)
 
 
+# How long a client is asked to wait before retrying an answer of 503 (RFC 9110 §10.2.3):
+# long enough not to hammer a database on its way back, short against an outage's length.
+RETRY_UNAVAILABLE_SECONDS = 2
+# An outage fails requests by the thousand, all alike: one log line per kind per interval.
+REPEATS = Repeats(interval=10.0)
+
+
 class ServiceUnavailable(DomainError):
     status = 503
     code = "service_unavailable"
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
 
 
 def problem(
@@ -261,8 +274,15 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         )
     if not lost_connection:
         return await _unexpected(request, exc)
-    logger.error("database unavailable: %s", type(exc).__name__)
-    return answer(request, 503, "service_unavailable", "The database is unavailable; retry later.")
+    kind = type(exc).__name__
+    REPEATS.log(logger, logging.ERROR, f"database:{kind}", "database unavailable: %s", kind)
+    return answer(
+        request,
+        503,
+        "service_unavailable",
+        "The database is unavailable; retry later.",
+        headers={"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)},
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -105,3 +105,31 @@ def request_id_of(scope: Scope) -> str:
                 return str(candidate)
             break
     return uuid.uuid4().hex
+
+
+class Repeats:
+    """Logs a recurring message at most once per `interval` seconds per key; the next line
+    it lets through says how many it held back. An outage fails every request the same
+    way: a line per request would bury everything else in the log (thousands a second)."""
+
+    MAX_KEYS = 1000
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (last logged at, held back since)
+
+    def log(self, logger: logging.Logger, level: int, key: str, message: str, *args: object) -> bool:
+        """Logs `message % args` unless `key` was logged less than `interval` ago; True if it did."""
+        now = time.monotonic()
+        last, held = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.interval:
+            self._seen[key] = (last, held + 1)
+            return False
+        if held:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, held, now - last)
+        logger.log(level, message, *args)
+        if len(self._seen) >= self.MAX_KEYS and key not in self._seen:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return True

@@ -19,11 +19,10 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from saas_app.core.config import Settings
-from saas_app.core.errors import RateLimited, ServiceUnavailable
+from saas_app.core.errors import REPEATS, RateLimited, ServiceUnavailable
 
 logger = logging.getLogger("saas_app.ratelimit")
 REDIS_TIMEOUT_SECONDS = 0.5
-WARN_EVERY_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,6 @@ class RateLimiter:
         self._strategy = MovingWindowRateLimiter(self.storage)
         self._fallback = MovingWindowRateLimiter(_MemoryStorage()) if settings.REDIS_URL else None
         self._fail_open = settings.RATE_LIMIT_FAIL_OPEN
-        self._warned_at = float("-inf")
         self._items: dict[str, tuple[RateLimitItem, ...]] = {}
 
     async def _call(self, method: str, *args: Any) -> Any:
@@ -55,11 +53,14 @@ class RateLimiter:
         except StorageError as exc:
             if self._fallback is None or not self._fail_open:
                 raise ServiceUnavailable("Rate-limit storage is unavailable; retry later.") from exc
-            if time.monotonic() - self._warned_at > WARN_EVERY_SECONDS:
-                self._warned_at = time.monotonic()
-                logger.warning(
-                    "rate-limit storage down (%s): counting in process", type(exc.storage_error).__name__
-                )
+            kind = type(exc.storage_error).__name__
+            REPEATS.log(
+                logger,
+                logging.WARNING,
+                f"ratelimit:{kind}",
+                "rate-limit storage down (%s): counting in process",
+                kind,
+            )
             return await getattr(self._fallback, method)(*args)
 
     def _parts(self, limit: str) -> tuple[RateLimitItem, ...]:

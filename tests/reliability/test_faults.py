@@ -370,6 +370,7 @@ class Probe:
     seconds: float
     body: dict[str, Any]
     content_type: str
+    retry_after: str | None = None
 
 
 def timed(what: str, send: Callable[[], httpx.Response], bound: float = REQUEST_TIMEOUT) -> Probe:
@@ -391,11 +392,22 @@ def timed(what: str, send: Callable[[], httpx.Response], bound: float = REQUEST_
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}
-    return Probe(what, response.status_code, seconds, body, response.headers.get("content-type", ""))
+    return Probe(
+        what,
+        response.status_code,
+        seconds,
+        body,
+        response.headers.get("content-type", ""),
+        response.headers.get("retry-after"),
+    )
 
 
 def assert_unavailable(probe: Probe, code: str = "service_unavailable") -> None:
     assert probe.status == 503, f"{probe.what}: {probe.status} {probe.body}"
+    # RFC 9110 §10.2.3: a 503 says when to come back, in seconds.
+    assert probe.retry_after is not None, f"{probe.what}: 503 without Retry-After"
+    assert probe.retry_after.isdigit(), f"{probe.what}: Retry-After {probe.retry_after!r}"
+    assert int(probe.retry_after) >= 1
     if "/auth/token" in probe.what or probe.what.startswith("login"):
         # The token endpoint answers in RFC 6749 §5.2 form (issue 13 item 12).
         assert probe.content_type == "application/json", f"{probe.what}: {probe.content_type}"
@@ -561,6 +573,10 @@ def test_postgres_down_is_503_then_recovers_without_losing_writes(
         assert phantom <= {name for name, status in writer.answers if status == 503}
 
     server.assert_no_unhandled_errors()
+    # Every failed request alike is one log line per kind per 10 s, not one per request.
+    outage_lines = server.log_text().count("database unavailable")
+    assert outage_lines <= 5 * (outage_seconds / 10 + 1), outage_lines
+    assert len(probes) > outage_lines
     slowest = max(p.seconds for p in probes)
     report(
         f"postgres-stop: {len(probes)} probes during {outage_seconds:.1f} s outage all 503 "
