@@ -60,7 +60,7 @@ class Runtime:
             settings=settings,
             clock=clock,
             engine=engine,
-            reader=reader_for(engine, settings.DATABASE_POOL_SIZE),
+            reader=reader_for(engine, settings),
             session_factory=create_session_factory(engine, new_fence=new_fence),
             write_session_factory=write_session_factory,
             hasher=PasswordHasher(settings),

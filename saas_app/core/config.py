@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     ENV: Literal["dev", "test", "prod"] = "dev"
     DATABASE_URL: str = "sqlite+aiosqlite:///./saas_app.db"
     DATABASE_POOL_SIZE: int = Field(default=10, ge=1)
+    # Bounded waits (all shorter than a proxy's usual 30-60 s, so the service answers 503
+    # with Retry-After itself rather than leaving a client to time out): one statement on
+    # PostgreSQL; waiting for a lock (PostgreSQL lock_timeout, SQLite's busy timeout);
+    # opening a connection; waiting for a free one in the pool.
+    DATABASE_STATEMENT_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0, le=300)
+    DATABASE_LOCK_TIMEOUT_SECONDS: float = Field(default=2.0, gt=0, le=300)
+    DATABASE_CONNECT_TIMEOUT_SECONDS: float = Field(default=3.0, gt=0, le=60)
+    DATABASE_POOL_TIMEOUT_SECONDS: float = Field(default=3.0, gt=0, le=60)
     REDIS_URL: str | None = None
     # The exact read cache of principals, tenants and hot answers (saas_app/core/readcache.py).
     # false: every request reads the database (the benchmark's cold path; a diagnostic).

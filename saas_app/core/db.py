@@ -59,9 +59,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
     # hide_parameters: bound values (hashes, e-mails) never reach exception texts or logs.
     if settings.is_sqlite:
         engine = create_async_engine(
-            settings.DATABASE_URL, connect_args={"timeout": 30}, hide_parameters=True
+            settings.DATABASE_URL,
+            connect_args={"timeout": settings.DATABASE_LOCK_TIMEOUT_SECONDS},
+            hide_parameters=True,
+            pool_timeout=settings.DATABASE_POOL_TIMEOUT_SECONDS,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, settings.DATABASE_LOCK_TIMEOUT_SECONDS)
         return engine
     return create_async_engine(
         settings.DATABASE_URL,
@@ -69,11 +72,25 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_POOL_SIZE,
         pool_pre_ping=True,
-        pool_timeout=10,
+        pool_timeout=settings.DATABASE_POOL_TIMEOUT_SECONDS,
+        connect_args=postgres_connect_args(settings),
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def postgres_connect_args(settings: Settings, application_name: str | None = None) -> dict[str, Any]:
+    """asyncpg's connection arguments: the connect timeout, and the server's own bounds on
+    a statement and on a lock wait (PostgreSQL cancels the statement: SQLSTATE 57014 or
+    55P03, answered 503 with Retry-After by core/errors.py)."""
+    server_settings = {
+        "statement_timeout": str(int(settings.DATABASE_STATEMENT_TIMEOUT_SECONDS * 1000)),
+        "lock_timeout": str(int(settings.DATABASE_LOCK_TIMEOUT_SECONDS * 1000)),
+    }
+    if application_name:
+        server_settings["application_name"] = application_name
+    return {"timeout": settings.DATABASE_CONNECT_TIMEOUT_SECONDS, "server_settings": server_settings}
+
+
+def _configure_sqlite(engine: AsyncEngine, lock_timeout: float) -> None:
     """Take transaction control from the driver so writers can BEGIN IMMEDIATE.
 
     pysqlite's implicit BEGIN is deferred: two requests that read and then write race for
@@ -86,7 +103,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

@@ -253,7 +253,9 @@ def allowed_methods(request: Request) -> list[str]:
 # Appendix A): 08 connection exception, 53 insufficient resources, 57P operator intervention
 # (57P01 admin_shutdown, 57P03 cannot_connect_now: "the database system is shutting down /
 # starting up", which asyncpg raises while connecting, as a plain DBAPIError).
-UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# And the bounds of core/db.py: 57014 query_canceled (statement_timeout), 55P03
+# lock_not_available (lock_timeout): the request waited as long as it may; retry later.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "57014", "55P03")
 # Class 22, data exception: a value the database refuses to store (a NUL in text on
 # PostgreSQL, an out-of-range number). The input is at fault: 422, never a 500. Routes
 # validate such input first; this is the net under them.

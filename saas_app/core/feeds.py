@@ -58,7 +58,10 @@ def feed_for(settings: Settings) -> Feed:
         if url.database and url.database != ":memory:":
             return SqliteChangeLog(url.database)
         return NoFeed()
-    return PostgresNotifications(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    return PostgresNotifications(
+        url.set(drivername="postgresql").render_as_string(hide_password=False),
+        connect_timeout=settings.DATABASE_CONNECT_TIMEOUT_SECONDS,
+    )
 
 
 class SqliteChangeLog:
@@ -171,8 +174,9 @@ TRIGGER_CHECK = """
 class PostgresNotifications:
     """LISTEN on a dedicated asyncpg connection, reconnecting with back-off."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
         self._dsn = dsn
+        self._connect_timeout = connect_timeout
         self._cache: ReadCache | None = None
         self._task: asyncio.Task[None] | None = None
         self._up = False
@@ -196,7 +200,7 @@ class PostgresNotifications:
             self._listening = asyncio.Event()
             self._task = asyncio.create_task(self._listen_forever(), name="saas_app change feed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                async with asyncio.timeout(self._connect_timeout):
                     await self._listening.wait()
 
     async def sync(self) -> bool:
@@ -265,7 +269,7 @@ class PostgresNotifications:
         import asyncpg  # noqa: PLC0415
 
         connection = await asyncpg.connect(
-            self._dsn, timeout=CONNECT_TIMEOUT_SECONDS, server_settings={"application_name": APPLICATION_NAME}
+            self._dsn, timeout=self._connect_timeout, server_settings={"application_name": APPLICATION_NAME}
         )
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _c: lost.set())

@@ -29,6 +29,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from saas_app.core.config import Settings
+from saas_app.core.db import postgres_connect_args
+
 T = TypeVar("T")
 logger = logging.getLogger("saas_app.readcache")
 READER_APPLICATION_NAME = "saas_app cache reads"
@@ -98,19 +101,20 @@ def _autocommit(connection: sqlite3.Connection, _record: Any) -> None:
     connection.isolation_level = None
 
 
-def reader_for(engine: AsyncEngine, pool_size: int) -> AsyncReader | InlineSqliteReader:
+def reader_for(engine: AsyncEngine, settings: Settings) -> AsyncReader | InlineSqliteReader:
     """`engine`'s reads as loads use them: no BEGIN on SQLite; on PostgreSQL autocommit,
-    on a pool of `pool_size` connections (+ as many in overflow) without pre-ping."""
+    on a pool of DATABASE_POOL_SIZE connections (+ as many in overflow) without pre-ping,
+    with the same timeouts as the app's."""
     if engine.dialect.name != "sqlite":
         reads = create_async_engine(
             engine.url,
             hide_parameters=True,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_timeout=10,
+            pool_size=settings.DATABASE_POOL_SIZE,
+            max_overflow=settings.DATABASE_POOL_SIZE,
+            pool_timeout=settings.DATABASE_POOL_TIMEOUT_SECONDS,
             isolation_level="AUTOCOMMIT",
-            # How operators (and tests) tell these connections apart in pg_stat_activity.
-            connect_args={"server_settings": {"application_name": READER_APPLICATION_NAME}},
+            # application_name: how operators (and tests) tell them apart in pg_stat_activity.
+            connect_args=postgres_connect_args(settings, READER_APPLICATION_NAME),
         )
         return PostgresReader(reads)
     fallback = AsyncReader(engine.execution_options(sqlite_begin="NONE"))
