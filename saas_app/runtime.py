@@ -18,6 +18,7 @@ from saas_app.auth.sessions import Lifetimes
 from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
 from saas_app.core.db import FENCE, create_engine, create_session_factory
+from saas_app.core.errors import ClientClosedRequest
 from saas_app.core.feeds import PostgresNotifications, feed_for
 from saas_app.core.ratelimit import RateLimiter
 from saas_app.core.readcache import ReadCache
@@ -153,10 +154,14 @@ def auth_memo(request: Request) -> MutableMapping[str, Any]:
 
 @asynccontextmanager
 async def _transaction(
-    factory: async_sessionmaker[AsyncSession], cache: ReadCache
+    factory: async_sessionmaker[AsyncSession], cache: ReadCache, request: Request | None = None
 ) -> AsyncIterator[AsyncSession]:
     """Commits when the body succeeds, else rolls back. Errors that must keep their side
     effects (a failed login's audit event) carry `keep_changes = True`.
+
+    A request whose client has gone away by then is rolled back, not committed: nobody
+    will read its answer, and a client that retries must not find the work done behind
+    its back (a refresh token already rotated, so that the retry looks like theft).
 
     After a commit that changed what the read cache holds, waits until this node's change
     feed has applied it (PostgreSQL; see FencedSession), so the writer's next request, on
@@ -171,6 +176,9 @@ async def _transaction(
             else:
                 await session.rollback()
             raise
+        if request is not None and await request.is_disconnected():
+            await session.rollback()
+            raise ClientClosedRequest()
         await session.commit()
         await _settle(session, cache)
 
@@ -186,14 +194,14 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     runtime = runtime_of(request)
     safe = request.method in SAFE_METHODS
     factory = runtime.session_factory if safe else runtime.write_session_factory
-    async with _transaction(factory, runtime.cache) as session:
+    async with _transaction(factory, runtime.cache, None if safe else request) as session:
         yield session
 
 
 async def write_unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     """For the few safe-method routes that write (GitHub's callback is a GET)."""
     runtime = runtime_of(request)
-    async with _transaction(runtime.write_session_factory, runtime.cache) as session:
+    async with _transaction(runtime.write_session_factory, runtime.cache, request) as session:
         yield session
 
 

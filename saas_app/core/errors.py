@@ -152,6 +152,19 @@ class ServiceUnavailable(DomainError):
         self.headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
 
 
+class ClientClosedRequest(Exception):
+    """The client went away before its answer; its transaction was rolled back."""
+
+
+# nginx's 499 "client closed request": never delivered, it marks the access log line.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_closed(request: Request, exc: Exception) -> Response:
+    logger.info("client went away before the answer; its changes were rolled back")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 def problem(
     status: int,
     code: str,
@@ -293,6 +306,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ClientClosedRequest, _client_closed)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
