@@ -35,6 +35,9 @@ class RefreshToken(TenantOwned, Base):
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("session.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # The token that replaced this one, encrypted with ENCRYPTION_KEY; set only while
+    # REFRESH_REUSE_GRACE_SECONDS > 0, for a client's retry within the grace (migration 0010).
+    successor: Mapped[str | None] = mapped_column(Text)
 
 
 class LoginCode(TenantOwned, Base):

@@ -181,6 +181,7 @@ async def refresh_grant(
         refresh_token=refresh_token,
         lifetimes=runtime.lifetimes,
         now=origin.now,
+        grace=sessions.Grace(limits.REFRESH_REUSE_GRACE_SECONDS, runtime.box),
     )
     if rotation.failure == "reused" and rotation.login is not None:
         await revoke_for_reuse(
@@ -213,6 +214,8 @@ async def refresh_grant(
         action="token.refreshed",
         origin=Origin(actor=Ref("user", user.id), ip=origin.ip, now=origin.now),
         target=Ref("session", login.id),
+        # A retry within REFRESH_REUSE_GRACE_SECONDS: the same next token, said so.
+        details={"replayed": "1"} if rotation.replayed else None,
     )
     return token_pair(runtime, tenant, login, rotation.new_token, granted, origin)
 

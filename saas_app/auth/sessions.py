@@ -19,6 +19,7 @@ from saas_app.auth.models import RefreshToken, Session
 from saas_app.core.changes import tag, tags
 from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.rbac.models import Role, UserRole
+from saas_app.security.crypto import SecretBox
 from saas_app.security.opaque import digest, new_refresh_token
 from saas_app.users.models import User
 
@@ -58,6 +59,7 @@ class Rotation:
     login: Session | None
     new_token: str | None = None
     failure: str | None = None
+    replayed: bool = False  # the token was retired within the grace: its successor again
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +137,20 @@ async def start(
     return login, token
 
 
-def _add_refresh_token(session: AsyncSession, login: Session, now: datetime) -> str:
-    token = new_refresh_token()
+def _add_refresh_token(session: AsyncSession, login: Session, now: datetime, token: str | None = None) -> str:
+    token = token or new_refresh_token()
     session.add(
         RefreshToken(token_hash=digest(token), tenant_id=login.tenant_id, session_id=login.id, created_at=now)
     )
     return token
+
+
+@dataclass(frozen=True, slots=True)
+class Grace:
+    """REFRESH_REUSE_GRACE_SECONDS and the box that seals a successor while it applies."""
+
+    seconds: int
+    box: SecretBox
 
 
 async def rotate(
@@ -150,9 +160,15 @@ async def rotate(
     refresh_token: str,
     lifetimes: Lifetimes,
     now: datetime,
+    grace: Grace | None = None,
 ) -> Rotation:
-    """Retires the presented token and, if its session is live, issues the next one."""
+    """Retires the presented token and, if its session is live, issues the next one.
+
+    With a grace, the retired row keeps the next token (sealed), and the same token
+    presented again within the grace gets that next token again (see `_replay`)."""
     token_hash = digest(refresh_token)
+    successor = new_refresh_token()
+    sealed = grace.box.encrypt(successor) if grace and grace.seconds else None
     retire = (
         update(RefreshToken)
         .where(
@@ -160,11 +176,15 @@ async def rotate(
             RefreshToken.tenant_id == tenant_id,
             RefreshToken.used_at.is_(None),
         )
-        .values(used_at=now)
+        .values(used_at=now, successor=sealed)
         .returning(RefreshToken.session_id)
     )
     session_id = (await session.execute(retire)).scalar_one_or_none()
     if session_id is None:
+        if grace and grace.seconds:
+            replayed = await _replay(session, tenant_id, token_hash, lifetimes, now, grace)
+            if replayed is not None:
+                return replayed
         owner = await session_of_refresh_token(
             session=session, tenant_id=tenant_id, refresh_token=refresh_token
         )
@@ -173,7 +193,53 @@ async def rotate(
     if login is None:
         return Rotation(None, failure="dead")
     login.last_used_at = now
-    return Rotation(login, new_token=_add_refresh_token(session, login, now))
+    return Rotation(login, new_token=_add_refresh_token(session, login, now, successor))
+
+
+async def _replay(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    token_hash: str,
+    lifetimes: Lifetimes,
+    now: datetime,
+    grace: Grace,
+) -> Rotation | None:
+    """The retired token's successor again, if it was retired within the grace and its
+    successor has never been presented: then the client cannot have received it, or has
+    not used it, and asking again is a retry, not theft. None: treat it as reuse."""
+    retired = (
+        await session.execute(
+            select(RefreshToken.used_at, RefreshToken.successor, RefreshToken.session_id).where(
+                RefreshToken.token_hash == token_hash, RefreshToken.tenant_id == tenant_id
+            )
+        )
+    ).first()
+    if retired is None or retired.successor is None or retired.used_at is None:
+        return None
+    if retired.used_at <= now - timedelta(seconds=grace.seconds):
+        return None
+    try:
+        successor = grace.box.decrypt(retired.successor)
+    except ValueError:
+        return None  # sealed under a key no longer configured: no grace
+    # Lock the successor's row: a rotation of the successor racing this replay waits, and
+    # then this replay sees it used (and the retry is reuse after all).
+    successor_row = (
+        await session.execute(
+            select(RefreshToken.used_at)
+            .where(RefreshToken.token_hash == digest(successor), RefreshToken.tenant_id == tenant_id)
+            .with_for_update()
+        )
+    ).first()
+    if successor_row is None or successor_row.used_at is not None:
+        return None
+    login = await session.scalar(
+        select(Session).where(Session.id == retired.session_id, is_live(lifetimes, now))
+    )
+    if login is None:
+        return Rotation(None, failure="dead")
+    login.last_used_at = now
+    return Rotation(login, new_token=successor, replayed=True)
 
 
 async def session_of_refresh_token(

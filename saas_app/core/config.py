@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_TTL_SECONDS: int = Field(default=900, ge=30)
     REFRESH_TOKEN_TTL_DAYS: int = Field(default=30, ge=1)
     SESSION_IDLE_DAYS: int = Field(default=7, ge=1)
+    # 0 (the default): a refresh token works once, and presenting it again revokes its
+    # session as theft (RFC 9700 §4.14.2). N > 0: within N seconds of its rotation, while
+    # the token that replaced it is still unused, it gets that same next token again, for a
+    # client whose answer was lost (Auth0's "reuse interval").
+    REFRESH_REUSE_GRACE_SECONDS: int = Field(default=0, ge=0, le=300)
     ENCRYPTION_KEY: str = SAMPLE_ENCRYPTION_KEY
 
     PASSWORD_SCHEMES: Annotated[list[str], NoDecode] = ["bcrypt_sha256"]
