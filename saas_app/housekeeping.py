@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.github.models import SpentState
+from saas_app.idempotency.models import IdempotentAnswer
 from saas_app.mfa.models import MfaChallenge
 
 # Ended sessions stay listed this long for investigations before their rows go.
@@ -26,6 +27,7 @@ def purges(now: datetime, idle: timedelta) -> dict[str, Delete]:
         "spent_state": delete(SpentState).where(SpentState.expires_at < now),
         "login_code": delete(LoginCode).where(LoginCode.expires_at < now),
         "mfa_challenge": delete(MfaChallenge).where(MfaChallenge.expires_at < now),
+        "idempotent_answer": delete(IdempotentAnswer).where(IdempotentAnswer.expires_at < now),
         "refresh_token": delete(RefreshToken).where(
             RefreshToken.session_id.in_(select(Session.id).where(ended))
         ),

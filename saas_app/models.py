@@ -5,6 +5,7 @@ from saas_app.audit.models import AuditEvent
 from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
 from saas_app.github.models import SpentState
+from saas_app.idempotency.models import IdempotentAnswer
 from saas_app.mfa.models import MfaChallenge, RecoveryCode
 from saas_app.projects.models import Project
 from saas_app.rbac.models import Role, UserRole
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "IdempotentAnswer",
     "Identity",
     "LoginCode",
     "MfaChallenge",

@@ -20,7 +20,7 @@ async def _purge(client: AsyncClient, clock: FrozenClock) -> dict[str, int]:
 async def test_fresh_records_are_kept(client: AsyncClient, clock: FrozenClock) -> None:
     tenant = await create_tenant(client)
     assert await _purge(client, clock) == dict.fromkeys(
-        ("spent_state", "login_code", "mfa_challenge", "refresh_token", "session"), 0
+        ("spent_state", "login_code", "mfa_challenge", "idempotent_answer", "refresh_token", "session"), 0
     )
     assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
 
@@ -58,3 +58,15 @@ async def test_expired_mfa_challenges_go(client: AsyncClient, clock: FrozenClock
     assert (await _purge(client, clock))["mfa_challenge"] == 0
     clock.advance(seconds=int(timedelta(minutes=6).total_seconds()))
     assert (await _purge(client, clock))["mfa_challenge"] == 1
+
+
+async def test_idempotent_answers_go_after_24_hours(client: AsyncClient, clock: FrozenClock) -> None:
+    tenant = await create_tenant(client)
+    headers = {**tenant.owner.headers, "Idempotency-Key": "k"}
+    assert (
+        await client.post(tenant.path("/projects"), json={"name": "P"}, headers=headers)
+    ).status_code == 201
+    clock.advance(hours=23)
+    assert (await _purge(client, clock))["idempotent_answer"] == 0
+    clock.advance(hours=1, seconds=1)
+    assert (await _purge(client, clock))["idempotent_answer"] == 1

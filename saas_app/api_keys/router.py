@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Response
 from saas_app.api_keys import service
 from saas_app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from saas_app.auth.errors import NO_STORE
-from saas_app.core.openapi import AUTHENTICATED
+from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import CurrentPrincipal, OriginDep, require
+from saas_app.idempotency.service import OnceDep
 from saas_app.runtime import RuntimeDep, SessionDep
 
 router = APIRouter(
@@ -22,20 +23,24 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ApiKeyCreated, responses=problems(409, 422))
 async def create_key(
     body: ApiKeyCreate,
     principal: CurrentPrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
     origin: OriginDep,
-    response: Response,
-) -> ApiKeyCreated:
+    once: OnceDep,
+) -> Response:
     """Issues a key with scopes the caller holds; the key is shown only in this answer.
 
     Issued by a key, it stays within that key: its scopes, expiry and rate limit (403
-    `key_exceeds_parent`), and it is revoked with it.
+    `key_exceeds_parent`), and it is revoked with it. With an `Idempotency-Key`, a retry
+    issues nothing twice and gets the same key again.
     """
+    once.replay_headers.update(NO_STORE)
+    if (stored := await once.replay(session, principal)) is not None:
+        return stored
     key, full_key = await service.create_key(
         session=session,
         box=runtime.box,
@@ -49,8 +54,8 @@ async def create_key(
         origin=origin,
         parent_id=principal.api_key_id,
     )
-    response.headers.update(NO_STORE)
-    return ApiKeyCreated(**ApiKeyRead.of(key).model_dump(), key=full_key)
+    created = ApiKeyCreated(**ApiKeyRead.of(key).model_dump(), key=full_key)
+    return await once.answer(session, 201, created, headers=dict(NO_STORE))
 
 
 @router.get("")

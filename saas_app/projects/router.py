@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from saas_app.core.changes import tag
 from saas_app.core.http import json_answer
-from saas_app.core.openapi import AUTHENTICATED
+from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Cursor, Limit, Page, page_of
 from saas_app.core.readcache import Body, read_through
 from saas_app.guards import Principal, require
+from saas_app.idempotency.service import OnceDep
 from saas_app.projects import service
 from saas_app.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 from saas_app.runtime import NowDep, SessionDep, cache_memo, runtime_of
@@ -58,11 +59,13 @@ async def list_projects(
     return json_answer(body.content)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ProjectRead, responses=problems(409, 422))
 async def create_project(
-    body: ProjectCreate, principal: Writer, session: SessionDep, now: NowDep
-) -> ProjectRead:
-    """Creates a project."""
+    body: ProjectCreate, principal: Writer, session: SessionDep, now: NowDep, once: OnceDep
+) -> Response:
+    """Creates a project. With an `Idempotency-Key`, a retry creates nothing twice."""
+    if (stored := await once.replay(session, principal)) is not None:
+        return stored
     project = await service.create_project(
         session=session,
         tenant_id=principal.tenant_id,
@@ -71,7 +74,7 @@ async def create_project(
         created_by=principal.id,
         now=now,
     )
-    return _read(project)
+    return await once.answer(session, 201, _read(project))
 
 
 @router.get("/{project_id}")

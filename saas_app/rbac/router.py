@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.guards import CurrentPrincipal, OriginDep, require
+from saas_app.idempotency.service import OnceDep
 from saas_app.rbac import service
 from saas_app.rbac.schemas import RoleCreate, RoleName, RoleRead, RoleUpdate
 from saas_app.runtime import SessionDep
@@ -22,11 +23,14 @@ async def list_roles(principal: CurrentPrincipal, session: SessionDep, page: Pag
     return Page(items=[RoleRead.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, dependencies=manage, responses=problems(409))
+@router.post("", status_code=201, dependencies=manage, response_model=RoleRead, responses=problems(409, 422))
 async def create_role(
-    body: RoleCreate, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep
-) -> RoleRead:
-    """Creates a custom role (only with permissions the caller holds)."""
+    body: RoleCreate, principal: CurrentPrincipal, session: SessionDep, origin: OriginDep, once: OnceDep
+) -> Response:
+    """Creates a custom role (only with permissions the caller holds). With an
+    `Idempotency-Key`, a retry creates nothing twice."""
+    if (stored := await once.replay(session, principal)) is not None:
+        return stored
     role = await service.create_role(
         session=session,
         tenant_id=principal.tenant_id,
@@ -35,7 +39,7 @@ async def create_role(
         grantor=principal.permissions,
         origin=origin,
     )
-    return RoleRead.of(role)
+    return await once.answer(session, 201, RoleRead.of(role))
 
 
 @router.patch("/{name}", dependencies=manage, responses=problems(409))

@@ -1,0 +1,1 @@
+"""`Idempotency-Key` on creating requests (draft-ietf-httpapi-idempotency-key-header)."""
