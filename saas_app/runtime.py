@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
@@ -18,7 +19,7 @@ from saas_app.auth.sessions import Lifetimes
 from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
 from saas_app.core.db import FENCE, create_engine, create_session_factory
-from saas_app.core.errors import ClientClosedRequest
+from saas_app.core.errors import ClientClosedRequest, OutcomeUnknown
 from saas_app.core.feeds import PostgresNotifications, feed_for
 from saas_app.core.ratelimit import RateLimiter
 from saas_app.core.readcache import ReadCache
@@ -179,8 +180,24 @@ async def _transaction(
         if request is not None and await request.is_disconnected():
             await session.rollback()
             raise ClientClosedRequest()
-        await session.commit()
+        await _commit(session)
         await _settle(session, cache)
+
+
+async def _commit(session: AsyncSession) -> None:
+    """COMMIT; a connection lost on the way leaves its fate unknown, and says so. Pending
+    changes are flushed first: losing the connection then is a plain outage (503
+    service_unavailable), as the transaction is certainly not committed."""
+    await session.flush()
+    try:
+        await session.commit()
+    except (DBAPIError, OSError) as exc:
+        lost = isinstance(exc, OSError | OperationalError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if lost:
+            raise OutcomeUnknown() from exc
+        raise
 
 
 async def _settle(session: AsyncSession, cache: ReadCache) -> None:

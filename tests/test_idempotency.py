@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from httpx import AsyncClient, Response
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.core.clock import FrozenClock
 from tests.conftest import ON_POSTGRES
@@ -164,3 +167,51 @@ async def test_roles_take_the_key_too(client: AsyncClient) -> None:
     assert again.json() == first.json()
     key = await create_api_key(client, tenant, "projects:read")
     assert key.id
+
+
+async def test_a_commit_whose_acknowledgement_was_lost_is_outcome_unknown_and_the_key_recovers_it(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops as COMMIT returns: the project is stored but the server cannot
+    know it. It says so (503 outcome_unknown, Retry-After), and the retry with the same key
+    gets the stored answer instead of a second project."""
+    tenant = await create_tenant(client)
+    headers = keyed(tenant.owner.headers, "lost-ack")
+    commit = AsyncSession.commit
+
+    async def commit_then_lose_the_connection(self: AsyncSession) -> None:
+        await commit(self)
+        raise OperationalError("COMMIT", None, ConnectionResetError("connection reset by peer"))
+
+    monkeypatch.setattr(AsyncSession, "commit", commit_then_lose_the_connection)
+    lost = await client.post(tenant.path("/projects"), json={"name": "Apollo"}, headers=headers)
+    monkeypatch.undo()
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["code"] == "outcome_unknown"
+    assert int(lost.headers["retry-after"]) >= 1
+    retried = await client.post(tenant.path("/projects"), json={"name": "Apollo"}, headers=headers)
+    assert retried.status_code == 201
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert await names(client, tenant.path("/projects"), tenant.owner.headers) == ["Apollo"]
+
+
+async def test_a_connection_lost_before_commit_is_a_plain_outage(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lost while the changes were still being sent: nothing can have been committed, so
+    it is the ordinary 503, and the retry creates the project once."""
+    tenant = await create_tenant(client)
+    headers = keyed(tenant.owner.headers, "lost-early")
+
+    async def lose_the_connection(self: AsyncSession, objects: object = None) -> None:
+        raise OperationalError("INSERT", None, ConnectionResetError("connection reset by peer"))
+
+    monkeypatch.setattr(AsyncSession, "flush", lose_the_connection)
+    lost = await client.post(tenant.path("/projects"), json={"name": "Apollo"}, headers=headers)
+    monkeypatch.undo()
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["code"] == "service_unavailable"
+    retried = await client.post(tenant.path("/projects"), json={"name": "Apollo"}, headers=headers)
+    assert retried.status_code == 201
+    assert "idempotent-replayed" not in retried.headers
+    assert await names(client, tenant.path("/projects"), tenant.owner.headers) == ["Apollo"]

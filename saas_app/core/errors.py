@@ -152,6 +152,20 @@ class ServiceUnavailable(DomainError):
         self.headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
 
 
+class OutcomeUnknown(ServiceUnavailable):
+    """The connection was lost while COMMIT was under way: the change may or may not have
+    been stored, and nothing here can tell. The client is told so, and to retry with the
+    same Idempotency-Key (a creating request that committed is then answered, not redone)."""
+
+    code = "outcome_unknown"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database connection was lost while committing; the change may or may not have"
+            " been stored. Retry with the same Idempotency-Key, or check before repeating it."
+        )
+
+
 class ClientClosedRequest(Exception):
     """The client went away before its answer; its transaction was rolled back."""
 
