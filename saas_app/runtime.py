@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from saas_app.core.readers import AsyncReader, InlineSqliteReader, reader_for
 from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
 from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
+
+logger = logging.getLogger("saas_app.runtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +89,20 @@ class Runtime:
         )
 
 
+DISPOSE_TIMEOUT_SECONDS = 3.0  # closing a pool never holds a shutdown longer than this
+
+
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.key_usage.drain()
     await runtime.cache.close()
-    await runtime.reader.close()
     await runtime.http.aclose()
-    await runtime.engine.dispose()
+    # A server that stopped answering would hold a graceful close forever: bounded.
+    for close in (runtime.reader.close, runtime.engine.dispose):
+        try:
+            async with asyncio.timeout(DISPOSE_TIMEOUT_SECONDS):
+                await close()
+        except TimeoutError:
+            logger.warning("a database pool did not close in time; leaving it to the process exit")
 
 
 # Dependencies are `async def` even when they only read a value: FastAPI runs plain `def`

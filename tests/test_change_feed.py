@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import sqlite3
 import time
 import uuid
@@ -475,10 +476,10 @@ class _HeartbeatThatCancels:
     async def add_listener(self, _channel: str, _callback: Any) -> None:
         return None
 
-    async def fetchval(self, _query: str, *_args: Any) -> int:
+    async def fetchrow(self, _query: str, *_args: Any) -> tuple[int, int]:
         if self.victim is not None:
             asyncio.get_running_loop().call_soon(self.victim.cancel)
-        return len(TRIGGERS)  # every trigger there and enabled
+        return len(TRIGGERS), len(TRIGGERS)  # every trigger there, enabled, ALWAYS
 
     def terminate(self) -> None:
         self.terminated = True
@@ -516,10 +517,10 @@ class _HeartbeatThatStalls(_HeartbeatThatCancels):
 
     stalled = False
 
-    async def fetchval(self, _query: str, *_args: Any) -> int:
+    async def fetchrow(self, _query: str, *_args: Any) -> tuple[int, int]:
         if self.stalled:
             await asyncio.Event().wait()
-        return len(TRIGGERS)
+        return len(TRIGGERS), len(TRIGGERS)
 
 
 async def test_a_stalled_feed_stops_vouching_for_the_cache_within_the_bound(
@@ -554,18 +555,32 @@ async def test_a_stalled_feed_stops_vouching_for_the_cache_within_the_bound(
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL's triggers and their replication roles")
 async def test_a_disabled_trigger_takes_the_cache_out_of_service_until_it_is_back(
-    client: AsyncClient, database_url: str
+    client: AsyncClient,
+    database_url: str,
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Any],
 ) -> None:
     """A trigger switched off (a bulk load with triggers disabled, a half-applied migration)
-    would leave the feed silent about its table: the node reads through instead."""
+    would leave the feed silent about its table: the node reads through instead, says so,
+    and a node starting meanwhile does not wait on a feed that refuses. Re-enabled the
+    usual way (origin mode only), the feed is back, with a warning about replica mode."""
     tenant = await create_tenant(client)
     cache = _cache(client)
     feed = cache.feed
     assert isinstance(feed, PostgresNotifications)
     engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-    try:
+
+    async def alter(statement: str) -> None:
         async with engine.connect() as connection:
-            await connection.execute(text('ALTER TABLE "session" DISABLE TRIGGER cache_session_update'))
+            await connection.execute(text(f'ALTER TABLE "session" {statement} cache_session_update'))
+
+    # On the feed's own logger: starting another app reconfigures logging (and caplog's).
+    said: list[str] = []
+    listener = logging.Handler()
+    listener.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("saas_app.readcache").addHandler(listener)
+    try:
+        await alter("DISABLE TRIGGER")
         try:
             await _until(lambda: not feed.is_up, 2)
             assert len(cache) == 0
@@ -575,13 +590,18 @@ async def test_a_disabled_trigger_takes_the_cache_out_of_service_until_it_is_bac
             ).status_code == 200
             assert cache.loads > loads  # read through
             assert len(cache) == 0
+            assert any("change feed refused" in line for line in said)
+            started = time.monotonic()
+            async with make_client(make_settings()) as late:
+                assert time.monotonic() - started < 2.0  # not the 3 s connect timeout
+                assert not _cache(late).feed.is_up  # type: ignore[attr-defined]
+            await alter("ENABLE TRIGGER")  # what most operators type: origin mode only
+            await _until(lambda: feed.is_up, 8)  # the back-off grows to 5 s while it waits
+            assert any("fire only in origin mode" in line for line in said)
         finally:
-            async with engine.connect() as connection:
-                await connection.execute(
-                    text('ALTER TABLE "session" ENABLE ALWAYS TRIGGER cache_session_update')
-                )
-        await _until(lambda: feed.is_up, 8)  # the back-off grows to 5 s while it waits
+            await alter("ENABLE ALWAYS TRIGGER")
     finally:
+        logging.getLogger("saas_app.readcache").removeHandler(listener)
         await engine.dispose()
 
 

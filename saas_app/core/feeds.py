@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from saas_app.core.changes import CHANGE_LOG, CHANNEL, FENCE, TRIGGERS, parse
 from saas_app.core.config import Settings
+from saas_app.core.errors import REPEATS
 from saas_app.core.readcache import Feed, NoFeed, ReadCache
 
 logger = logging.getLogger("saas_app.readcache")
@@ -163,11 +164,13 @@ class TriggersMissing(Exception):
     """Some trigger of migration 0009 is missing or disabled: the feed would miss changes."""
 
 
-# Counts the triggers of migration 0009 that are there and fire in every replication role.
+# The triggers of migration 0009 that are there and enabled, and how many of them fire in
+# every replication role ('A', as the migration makes them) rather than only in origin
+# mode ('O', what `ALTER TABLE ... ENABLE TRIGGER` leaves).
 TRIGGER_CHECK = """
-    SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-    WHERE c.relnamespace = current_schema()::regnamespace
-      AND t.tgname = ANY($1::text[]) AND t.tgenabled = 'A'
+    SELECT count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')), count(*) FILTER (WHERE t.tgenabled = 'A')
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname = ANY($1::text[])
 """
 
 
@@ -184,6 +187,7 @@ class PostgresNotifications:
         self._waiting: dict[str, asyncio.Event] = {}
         self._heard: OrderedDict[str, None] = OrderedDict()  # fences heard before waited for
         self._listening = asyncio.Event()
+        self._attempted = asyncio.Event()  # the first connection attempt has ended, either way
         self._vouched_until = 0.0  # time.monotonic() after which the cache is not served
 
     def attach(self, cache: ReadCache) -> None:
@@ -198,10 +202,11 @@ class PostgresNotifications:
         from the first request, but never fails: without the feed, requests read through."""
         if self._task is None:
             self._listening = asyncio.Event()
+            self._attempted = asyncio.Event()
             self._task = asyncio.create_task(self._listen_forever(), name="saas_app change feed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._connect_timeout):
-                    await self._listening.wait()
+                    await self._attempted.wait()
 
     async def sync(self) -> bool:
         return self._up and time.monotonic() < self._vouched_until
@@ -253,11 +258,18 @@ class PostgresNotifications:
             except asyncio.CancelledError:
                 raise
             except TriggersMissing as exc:
-                level = logging.ERROR if delay == 0.1 else logging.DEBUG
-                logger.log(level, "change feed refused: %s; the read cache stays off", exc)
+                # Every minute, not once: the cache stays off until an operator acts.
+                REPEATS.log(
+                    logger,
+                    logging.ERROR,
+                    "feed:refused",
+                    "change feed refused: %s; the read cache stays off",
+                    exc,
+                )
             except Exception as exc:  # any failure: retry; the cache is off meanwhile
                 level = logging.WARNING if delay == 0.1 else logging.DEBUG
                 logger.log(level, "change feed unavailable (%s); reading through", type(exc).__name__)
+            self._attempted.set()  # start() waits for the first attempt, not for success
             if self._listening.is_set():
                 delay = 0.1  # it was up: a new outage starts the back-off (and its log) afresh
                 self._listening.clear()
@@ -279,6 +291,7 @@ class PostgresNotifications:
             await self._heartbeat(connection)
             self._up = True
             self._listening.set()
+            self._attempted.set()
             logger.info("change feed listening")
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -303,11 +316,21 @@ class PostgresNotifications:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
         # lands as the awaited call completes, and shutdown would wait on this loop forever.
         async with asyncio.timeout(HEARTBEAT_TIMEOUT_SECONDS):
-            enabled = await connection.fetchval(TRIGGER_CHECK, list(TRIGGERS))
+            enabled, always = await connection.fetchrow(TRIGGER_CHECK, list(TRIGGERS))
         if enabled != len(TRIGGERS):
             raise TriggersMissing(
                 f"{enabled} of the {len(TRIGGERS)} cache triggers are there and enabled"
                 " (is the database migrated? were triggers disabled for a load?)"
+            )
+        if always != len(TRIGGERS):
+            REPEATS.log(
+                logger,
+                logging.WARNING,
+                "feed:origin-only",
+                "%d cache triggers fire only in origin mode: writes applied in replica mode"
+                " (logical replication) will not reach the read caches; restore each with"
+                " ALTER TABLE <table> ENABLE ALWAYS TRIGGER <cache_...>",
+                len(TRIGGERS) - always,
             )
         self._vouched_until = sent + VOUCH_SECONDS
 

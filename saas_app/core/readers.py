@@ -103,14 +103,16 @@ def _autocommit(connection: sqlite3.Connection, _record: Any) -> None:
 
 def reader_for(engine: AsyncEngine, settings: Settings) -> AsyncReader | InlineSqliteReader:
     """`engine`'s reads as loads use them: no BEGIN on SQLite; on PostgreSQL autocommit,
-    on a pool of DATABASE_POOL_SIZE connections (+ as many in overflow) without pre-ping,
-    with the same timeouts as the app's."""
+    on a pool of at most DATABASE_POOL_SIZE connections without pre-ping, with the same
+    timeouts as the app's."""
     if engine.dialect.name != "sqlite":
         reads = create_async_engine(
             engine.url,
             hide_parameters=True,
-            pool_size=settings.DATABASE_POOL_SIZE,
-            max_overflow=settings.DATABASE_POOL_SIZE,
+            # Half the requests' pool, with as much again in overflow: a load holds its
+            # connection for one statement, and the database's connection budget is shared.
+            pool_size=max(1, settings.DATABASE_POOL_SIZE // 2),
+            max_overflow=max(1, settings.DATABASE_POOL_SIZE // 2),
             pool_timeout=settings.DATABASE_POOL_TIMEOUT_SECONDS,
             isolation_level="AUTOCOMMIT",
             # application_name: how operators (and tests) tell them apart in pg_stat_activity.
