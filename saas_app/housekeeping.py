@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Delete, delete, or_, select
+from sqlalchemy import Delete, Update, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth.models import LoginCode, RefreshToken, Session
@@ -15,10 +15,11 @@ from saas_app.mfa.models import MfaChallenge
 
 # Ended sessions stay listed this long for investigations before their rows go.
 ENDED_SESSION_RETENTION = timedelta(days=30)
+MAX_REFRESH_GRACE = timedelta(seconds=300)  # the largest REFRESH_REUSE_GRACE_SECONDS allowed
 
 
-def purges(now: datetime, idle: timedelta) -> dict[str, Delete]:
-    """The DELETE of each table, keyed by table name."""
+def purges(now: datetime, idle: timedelta) -> dict[str, Delete | Update]:
+    """The DELETE of each table (and the one UPDATE), keyed by what it clears."""
     horizon = now - ENDED_SESSION_RETENTION
     ended = or_(
         Session.revoked_at < horizon, Session.expires_at < horizon, Session.last_used_at < horizon - idle
@@ -28,6 +29,11 @@ def purges(now: datetime, idle: timedelta) -> dict[str, Delete]:
         "login_code": delete(LoginCode).where(LoginCode.expires_at < now),
         "mfa_challenge": delete(MfaChallenge).where(MfaChallenge.expires_at < now),
         "idempotent_answer": delete(IdempotentAnswer).where(IdempotentAnswer.expires_at < now),
+        # A retired refresh token keeps its successor (sealed) only for the grace of
+        # REFRESH_REUSE_GRACE_SECONDS (at most 300 s): past it, the live token it names goes.
+        "refresh_successor": update(RefreshToken)
+        .where(RefreshToken.successor.is_not(None), RefreshToken.used_at < now - MAX_REFRESH_GRACE)
+        .values(successor=None),
         "refresh_token": delete(RefreshToken).where(
             RefreshToken.session_id.in_(select(Session.id).where(ended))
         ),

@@ -20,7 +20,7 @@ from saas_app.api_keys.service import UsageRecorder
 from saas_app.auth.sessions import Lifetimes
 from saas_app.core.clock import Clock
 from saas_app.core.config import Settings
-from saas_app.core.db import FENCE, create_engine, create_session_factory
+from saas_app.core.db import FENCE, create_engine, create_session_factory, send_fence
 from saas_app.core.errors import ClientClosedRequest, OutcomeUnknown
 from saas_app.core.feeds import PostgresNotifications, feed_for
 from saas_app.core.ratelimit import RateLimiter
@@ -198,9 +198,9 @@ async def _transaction(
 
 async def _commit(session: AsyncSession) -> None:
     """COMMIT; a connection lost on the way leaves its fate unknown, and says so. Pending
-    changes are flushed first: losing the connection then is a plain outage (503
-    service_unavailable), as the transaction is certainly not committed."""
-    await session.flush()
+    changes and the change feed's fence are sent first: losing the connection then is a
+    plain outage (503 service_unavailable), as the transaction is certainly not committed."""
+    await session.run_sync(send_fence)
     try:
         await session.commit()
     except (DBAPIError, OSError) as exc:
@@ -208,6 +208,7 @@ async def _commit(session: AsyncSession) -> None:
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         )
         if lost:
+            logger.warning("connection lost during COMMIT: the outcome is unknown (503 outcome_unknown)")
             raise OutcomeUnknown() from exc
         raise
 

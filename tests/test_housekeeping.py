@@ -20,7 +20,16 @@ async def _purge(client: AsyncClient, clock: FrozenClock) -> dict[str, int]:
 async def test_fresh_records_are_kept(client: AsyncClient, clock: FrozenClock) -> None:
     tenant = await create_tenant(client)
     assert await _purge(client, clock) == dict.fromkeys(
-        ("spent_state", "login_code", "mfa_challenge", "idempotent_answer", "refresh_token", "session"), 0
+        (
+            "spent_state",
+            "login_code",
+            "mfa_challenge",
+            "idempotent_answer",
+            "refresh_successor",
+            "refresh_token",
+            "session",
+        ),
+        0,
     )
     assert (await client.get(tenant.path("/users/me"), headers=tenant.owner.headers)).status_code == 200
 

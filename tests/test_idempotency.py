@@ -9,10 +9,11 @@ import uuid
 import pytest
 from httpx import AsyncClient, Response
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.core.clock import FrozenClock
+from saas_app.runtime import _commit
 from tests.conftest import ON_POSTGRES
 from tests.factories import add_member, create_api_key, create_tenant, login
 
@@ -215,3 +216,17 @@ async def test_a_connection_lost_before_commit_is_a_plain_outage(
     assert retried.status_code == 201
     assert "idempotent-replayed" not in retried.headers
     assert await names(client, tenant.path("/projects"), tenant.owner.headers) == ["Apollo"]
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="the change feed's fence is PostgreSQL's")
+async def test_a_connection_lost_while_sending_the_fence_is_not_outcome_unknown(client: AsyncClient) -> None:
+    """The fence goes out before COMMIT: losing the connection there is known not to have
+    committed (a plain outage), not an unknown outcome."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    async with runtime.write_session_factory() as session:
+        pid = await session.scalar(text("SELECT pg_backend_pid()"))
+        session.info["saas_app.fires"] = True  # as if a watched row had changed
+        async with runtime.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError):  # not OutcomeUnknown, which is no DBAPIError
+            await _commit(session)

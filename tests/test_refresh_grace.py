@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
+from saas_app.housekeeping import purge_expired
 from saas_app.security.opaque import digest
 from tests.factories import TenantCtx, create_tenant, login, token
 
@@ -109,3 +110,31 @@ async def test_the_kept_successor_is_sealed_never_in_clear(graced: AsyncClient) 
     assert sealed
     assert rotated not in sealed
     assert graced.app.state.runtime.box.decrypt(sealed) == rotated  # type: ignore[attr-defined]
+
+
+async def sealed_successors(client: AsyncClient) -> int:
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    async with engine.connect() as connection:
+        count = await connection.scalar(
+            text("SELECT count(*) FROM refresh_token WHERE successor IS NOT NULL")
+        )
+    return int(count)
+
+
+async def test_a_kept_successor_goes_at_the_next_rotation_or_after_the_grace(
+    graced: AsyncClient, clock: FrozenClock
+) -> None:
+    """The sealed successor is a live credential: kept no longer than it can serve."""
+    tenant = await create_tenant(graced)
+    first = await login(graced, tenant.slug, tenant.owner.email)
+    second = (await refresh(graced, tenant, first.refresh_token)).json()["refresh_token"]
+    assert await sealed_successors(graced) == 1
+    third = (await refresh(graced, tenant, second)).json()["refresh_token"]
+    assert await sealed_successors(graced) == 1  # the first's went; the second keeps the third
+    clock.advance(seconds=301)
+    runtime = graced.app.state.runtime  # type: ignore[attr-defined]
+    async with runtime.write_session_factory() as session, session.begin():
+        counts = await purge_expired(session=session, now=clock.now(), idle=runtime.lifetimes.idle)
+    assert counts["refresh_successor"] == 1
+    assert await sealed_successors(graced) == 0
+    assert third

@@ -32,7 +32,8 @@ async def create_key(
     origin: OriginDep,
     once: OnceDep,
 ) -> Response:
-    """Issues a key with scopes the caller holds; the key is shown only in this answer.
+    """Issues a key with scopes the caller holds; the key is shown only in this answer
+    (and in its replays to the same caller with the same Idempotency-Key, for 24 h).
 
     Issued by a key, it stays within that key: its scopes, expiry and rate limit (403
     `key_exceeds_parent`), and it is revoked with it. With an `Idempotency-Key`, a retry

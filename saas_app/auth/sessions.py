@@ -192,6 +192,20 @@ async def rotate(
     login = await session.scalar(select(Session).where(Session.id == session_id, is_live(lifetimes, now)))
     if login is None:
         return Rotation(None, failure="dead")
+    if sealed is not None:
+        # The token before this one can no longer be replayed (its successor, the token
+        # presented now, is used): forget the live token it kept. One sealed successor per
+        # session at most; purge-expired clears the rest once the grace is over.
+        await session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.session_id == session_id,
+                RefreshToken.token_hash != token_hash,
+                RefreshToken.successor.is_not(None),
+            )
+            .values(successor=None)
+            .execution_options(synchronize_session=False)
+        )
     login.last_used_at = now
     return Rotation(login, new_token=_add_refresh_token(session, login, now, successor))
 

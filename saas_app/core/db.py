@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, Uuid, event, text
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -58,11 +58,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """Returns an engine for DATABASE_URL, with SQLite tuned for concurrent requests."""
     # hide_parameters: bound values (hashes, e-mails) never reach exception texts or logs.
     if settings.is_sqlite:
+        database = make_url(settings.DATABASE_URL).database
+        # An in-memory database lives on one connection (SQLAlchemy's StaticPool): no pool
+        # to wait for, and no pool_timeout to give.
+        pooled = (
+            {"pool_timeout": settings.DATABASE_POOL_TIMEOUT_SECONDS}
+            if database not in (None, "", ":memory:")
+            else {}
+        )
         engine = create_async_engine(
             settings.DATABASE_URL,
             connect_args={"timeout": settings.DATABASE_LOCK_TIMEOUT_SECONDS},
             hide_parameters=True,
-            pool_timeout=settings.DATABASE_POOL_TIMEOUT_SECONDS,
+            **pooled,
         )
         _configure_sqlite(engine, settings.DATABASE_LOCK_TIMEOUT_SECONDS)
         return engine
@@ -166,7 +174,10 @@ def _executed(state: ORMExecuteState) -> None:
 
 
 @event.listens_for(FencedSession, "before_commit")
-def _send_fence(session: Session) -> None:
+def send_fence(session: Session) -> None:
+    """Flushes, then sends the fence if the transaction fired a trigger. The unit of work
+    calls it before COMMIT (so that a connection lost here is known not to have
+    committed); as a `before_commit` hook it covers every other commit."""
     # SQLAlchemy flushes pending changes only after this event: flush now, so they count.
     session.flush()
     if session.info.pop(FIRES, False):

@@ -219,7 +219,7 @@ def answer(
     **extra: Any,
 ) -> JSONResponse:
     """A problem document, or on the OAuth endpoints their RFC 6749 §5.2 form."""
-    if is_oauth_endpoint(request.url.path):
+    if is_oauth_endpoint(request.scope.get("path", "")):
         return JSONResponse(
             oauth_error_body(status, detail), status_code=status, headers={**(headers or {}), **NO_STORE}
         )
@@ -258,7 +258,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # Starlette's Allow names the methods of the first route that matched the path only;
         # RFC 9110 §15.5.6 wants every method the resource supports.
         headers["Allow"] = ", ".join(allowed_methods(request))
-        if is_oauth_endpoint(request.url.path):
+        if is_oauth_endpoint(request.scope.get("path", "")):
             detail = "The token and revocation endpoints accept POST only (RFC 6749 section 3.2)."
     return answer(request, exc.status_code, code, detail, headers=headers)
 
@@ -303,7 +303,8 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         )
     if not lost_connection:
         return await _unexpected(request, exc)
-    kind = type(exc).__name__
+    # The SQLSTATE tells a timeout (57014, 55P03) from a lost server (08...), where known.
+    kind = f"{type(exc).__name__} {sqlstate}".strip()
     REPEATS.log(logger, logging.ERROR, f"database:{kind}", "database unavailable: %s", kind)
     return answer(
         request,
