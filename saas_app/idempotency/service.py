@@ -129,7 +129,11 @@ async def once(
         Header(
             alias="Idempotency-Key",
             description="Makes a retry safe: the same key with the same request within 24 h gets"
-            " the first answer again (with `Idempotent-Replayed: true`) instead of creating twice.",
+            " the first answer again (with `Idempotent-Replayed: true`) instead of creating twice."
+            " The same key with another request is 422 `idempotency_key_reused`.",
+            # Documented, and checked by _key_of (400 invalid_idempotency_key), not by FastAPI's
+            # validation: a malformed key is a bad request header, not an invalid body field.
+            json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[\\x20-\\x7E]+$"},
         ),
     ] = None,
 ) -> Once:

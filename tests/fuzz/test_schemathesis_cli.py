@@ -43,6 +43,12 @@ EXPECTED: dict[str, list[str]] = {
     "POST /t/{tenant}/users/me/mfa/recovery-codes": ["2xx", "400", "401", "403", "409", "429"],
     # A `code` or `state` that GitHub never issued is 400 (invalid_state, github_code_invalid).
     "GET /t/{tenant}/auth/github/callback": ["3xx", "400", "404", "409", "502"],
+    # An Idempotency-Key already sent with another body is 422 idempotency_key_reused (the
+    # generator repeats small values such as "0"): docs/api.md, "Idempotency-Key".
+    **{
+        f"POST /t/{{tenant}}/{what}": ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
+        for what in ("projects", "roles", "api-keys")
+    },
     # A well-formed name of no role is 422 unknown_role, as an unknown id is 404.
     "PUT /t/{tenant}/users/{user_id}/roles": ["2xx", "401", "403", "404", "409", "422"],
     # A cursor is opaque: only a `next_cursor` this API returned decodes; any other is 422.
