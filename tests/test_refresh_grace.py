@@ -137,4 +137,5 @@ async def test_a_kept_successor_goes_at_the_next_rotation_or_after_the_grace(
         counts = await purge_expired(session=session, now=clock.now(), idle=runtime.lifetimes.idle)
     assert counts["refresh_successor"] == 1
     assert await sealed_successors(graced) == 0
-    assert third
+    onward = await refresh(graced, tenant, third)  # the live chain goes on regardless
+    assert onward.status_code == 200, onward.text
