@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
-from saas_app.core.errors import RETRY_UNAVAILABLE_SECONDS, problem
+from saas_app.core.errors import RETRY_UNAVAILABLE, problem
 from saas_app.core.openapi import Problem
 from saas_app.runtime import RuntimeDep
 
@@ -34,10 +34,8 @@ async def readyz(runtime: RuntimeDep) -> Response:
     if runtime.settings.REDIS_URL and not await _answers(runtime.limiter.ping()):
         down.append("redis")
     if down:
-        retry = {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}
-        return problem(
-            503, "not_ready", f"Not ready: {', '.join(down)} unavailable.", headers=retry, down=down
-        )
+        detail = f"Not ready: {', '.join(down)} unavailable."
+        return problem(503, "not_ready", detail, headers=RETRY_UNAVAILABLE, down=down)
     return JSONResponse({"status": "ok"})
 
 

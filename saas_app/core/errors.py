@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
-from saas_app.core.logging import Repeats
+from saas_app.core.logging import REPEATS
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("saas_app.errors")
@@ -139,8 +139,7 @@ class RateLimited(DomainError):
 # How long a client is asked to wait before retrying an answer of 503 (RFC 9110 §10.2.3):
 # long enough not to hammer a database on its way back, short against an outage's length.
 RETRY_UNAVAILABLE_SECONDS = 2
-# An outage fails requests by the thousand, all alike: one log line per kind per interval.
-REPEATS = Repeats(interval=10.0)
+RETRY_UNAVAILABLE: Mapping[str, str] = {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}
 
 
 class ServiceUnavailable(DomainError):
@@ -149,7 +148,7 @@ class ServiceUnavailable(DomainError):
 
     def __init__(self, detail: str | None = None):
         super().__init__(detail)
-        self.headers["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
+        self.headers.update(RETRY_UNAVAILABLE)
 
 
 class OutcomeUnknown(ServiceUnavailable):
@@ -311,7 +310,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         503,
         "service_unavailable",
         "The database is unavailable; retry later.",
-        headers={"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)},
+        headers=RETRY_UNAVAILABLE,
     )
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from saas_app.core.changes import CHANGE_LOG, CHANNEL, FENCE, TRIGGERS, parse
 from saas_app.core.config import Settings
-from saas_app.core.errors import REPEATS
+from saas_app.core.logging import REPEATS
 from saas_app.core.readcache import Feed, NoFeed, ReadCache
 
 logger = logging.getLogger("saas_app.readcache")

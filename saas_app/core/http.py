@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -27,10 +27,11 @@ def has_nul(value: object) -> bool:
     return isinstance(value, list) and any(has_nul(item) for item in value)
 
 
-def json_answer(body: bytes, status_code: int = 200) -> Response:
-    """A JSON body already rendered (from a cache): FastAPI neither validates nor
-    serialises it again. The route declares `response_model=` for the documentation."""
-    return Response(body, status_code=status_code, media_type="application/json")
+def json_answer(body: bytes, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """A JSON body already rendered (from a cache, or a stored answer): FastAPI neither
+    validates nor serialises it again. The route declares `response_model=` for the
+    documentation."""
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
 def user_agent(request: Request) -> str | None:

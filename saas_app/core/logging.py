@@ -133,3 +133,7 @@ class Repeats:
             self._seen.clear()
         self._seen[key] = (now, 0)
         return True
+
+
+# An outage fails requests by the thousand, all alike: one log line per kind per interval.
+REPEATS = Repeats(interval=10.0)

@@ -19,7 +19,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from saas_app.core.config import Settings
-from saas_app.core.errors import REPEATS, RateLimited, ServiceUnavailable
+from saas_app.core.errors import RateLimited, ServiceUnavailable
+from saas_app.core.logging import REPEATS
 
 logger = logging.getLogger("saas_app.ratelimit")
 REDIS_TIMEOUT_SECONDS = 0.5

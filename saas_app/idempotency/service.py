@@ -28,12 +28,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from saas_app.core.errors import DomainError
+from saas_app.core.http import json_answer
 from saas_app.guards import Principal
 from saas_app.idempotency.models import IdempotentAnswer
 from saas_app.runtime import now_of, runtime_of
 from saas_app.security.crypto import SecretBox
 
-HEADER = "idempotency-key"
 LIFETIME = timedelta(hours=24)
 MAX_KEY_LENGTH = 255
 REPLAYED = "Idempotent-Replayed"  # on a stored answer sent again (as Stripe's API does)
@@ -96,7 +96,7 @@ class Once:
         if stored.request_hash != self._hash:
             raise KeyReused("This Idempotency-Key was used with another request.")
         body = _box(self._request).decrypt(stored.body).encode()
-        return _json(body, stored.status, {**self.replay_headers, REPLAYED: "true"})
+        return json_answer(body, stored.status, {**self.replay_headers, REPLAYED: "true"})
 
     async def answer(
         self, session: AsyncSession, status: int, model: BaseModel, headers: dict[str, str] | None = None
@@ -119,7 +119,7 @@ class Once:
                 )
             )
             await session.flush()
-        return _json(body, status, headers or {})
+        return json_answer(body, status, headers)
 
 
 async def once(
@@ -171,7 +171,3 @@ def _lock_id(*parts: str) -> int:
 def _box(request: Request) -> SecretBox:
     box: SecretBox = runtime_of(request).box
     return box
-
-
-def _json(body: bytes, status: int, headers: dict[str, str]) -> Response:
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
