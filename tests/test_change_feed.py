@@ -485,17 +485,20 @@ class _HeartbeatThatCancels:
         self.terminated = True
 
 
-async def test_a_cancellation_landing_on_a_heartbeat_stops_the_feed(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("asyncpg")
-    import asyncpg  # noqa: PLC0415
-
-    connection = _HeartbeatThatCancels()
+def _feed_over(connection: _HeartbeatThatCancels, monkeypatch: pytest.MonkeyPatch) -> PostgresNotifications:
+    """A PostgreSQL feed whose every connection is `connection` (a fake of asyncpg's)."""
+    asyncpg = pytest.importorskip("asyncpg")
 
     async def connect(*_args: Any, **_kwargs: Any) -> _HeartbeatThatCancels:
         return connection
 
     monkeypatch.setattr(asyncpg, "connect", connect)
-    feed = PostgresNotifications("postgresql://nobody@127.0.0.1:1/none")
+    return PostgresNotifications("postgresql://nobody@127.0.0.1:1/none")
+
+
+async def test_a_cancellation_landing_on_a_heartbeat_stops_the_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = _HeartbeatThatCancels()
+    feed = _feed_over(connection, monkeypatch)
     feed.attach(ReadCache(NoFeed()))
     await feed.start()
     assert feed.is_up
@@ -529,16 +532,8 @@ async def test_a_stalled_feed_stops_vouching_for_the_cache_within_the_bound(
     """API-v2 §5: a node never serves what it cannot vouch for, and another node's change
     reaches it within 1 s: a connection that goes silent takes the cache out of service
     within VOUCH_SECONDS, long before it is found dead and redone."""
-    pytest.importorskip("asyncpg")
-    import asyncpg  # noqa: PLC0415
-
     connection = _HeartbeatThatStalls()
-
-    async def connect(*_args: Any, **_kwargs: Any) -> _HeartbeatThatStalls:
-        return connection
-
-    monkeypatch.setattr(asyncpg, "connect", connect)
-    feed = PostgresNotifications("postgresql://nobody@127.0.0.1:1/none")
+    feed = _feed_over(connection, monkeypatch)
     cache = ReadCache(feed)
     await feed.start()
     try:

@@ -42,6 +42,13 @@ def assert_unavailable(response: Response, started: float, bound: float) -> None
     assert bound * 0.8 <= elapsed < bound + MARGIN, elapsed
 
 
+async def assert_healthz_fast(client: AsyncClient) -> None:
+    """The process itself stays responsive while requests wait on the database."""
+    started = time.monotonic()
+    assert (await client.get("/healthz")).status_code == 200
+    assert time.monotonic() - started < 0.5
+
+
 async def _project_names(client: AsyncClient, path: str, headers: dict[str, str]) -> list[str]:
     listed = await client.get(path, headers=headers)
     assert listed.status_code == 200, listed.text
@@ -63,9 +70,7 @@ async def test_a_write_waits_for_sqlites_lock_only_as_long_as_the_lock_timeout(
             tenant.path("/projects"), json={"name": "late"}, headers=tenant.owner.headers
         )
         assert_unavailable(refused, started, BOUND)
-        healthz = time.monotonic()
-        assert (await bounded.get("/healthz")).status_code == 200
-        assert time.monotonic() - healthz < 0.5
+        await assert_healthz_fast(bounded)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -105,9 +110,7 @@ async def test_a_write_waits_for_a_postgres_lock_only_as_long_as_the_lock_timeou
         tenant.path("/projects"), json={"name": "late"}, headers=tenant.owner.headers
     )
     assert_unavailable(refused, started, BOUND)
-    healthz = time.monotonic()
-    assert (await bounded.get("/healthz")).status_code == 200
-    assert time.monotonic() - healthz < 0.5
+    await assert_healthz_fast(bounded)
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL's statement_timeout")
