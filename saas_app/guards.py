@@ -150,7 +150,7 @@ async def token_principal(
         runtime.reader,
         ("session", claims.sid),
         SessionGrant,
-        lambda connection: load_grant(connection=connection, tenant_id=tenant.id, session_id=claims.sid),
+        lambda fetch: load_grant(fetch, tenant.id, claims.sid),
         SessionGrant.depends_on,
         memo,
     )

@@ -25,7 +25,7 @@ from saas_app.core.errors import ClientClosedRequest, OutcomeUnknown
 from saas_app.core.feeds import PostgresNotifications, feed_for
 from saas_app.core.ratelimit import RateLimiter
 from saas_app.core.readcache import ReadCache
-from saas_app.core.readers import AsyncReader, InlineSqliteReader, reader_for
+from saas_app.core.readers import Reader, reader_for
 from saas_app.security.crypto import SecretBox
 from saas_app.security.passwords import PasswordHasher
 from saas_app.security.tokens import AccessTokens, SignedValues, TokenKeys
@@ -38,7 +38,7 @@ class Runtime:
     settings: Settings
     clock: Clock
     engine: AsyncEngine
-    reader: AsyncReader | InlineSqliteReader  # where the read cache's loads run
+    reader: Reader  # where the read cache's loads run
     session_factory: async_sessionmaker[AsyncSession]
     write_session_factory: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher

@@ -18,7 +18,6 @@ from typing import Any
 
 from limits import parse_many
 from sqlalchemy import ColumnElement, bindparam, or_, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -29,7 +28,8 @@ from saas_app.audit.service import Origin, Ref
 from saas_app.core.changes import tags
 from saas_app.core.errors import Forbidden, NotFound, Unauthorized
 from saas_app.core.pagination import PageParams, keyset_page, split_page
-from saas_app.core.readcache import ReadCache, Reader, read_through, snapshot_of
+from saas_app.core.readcache import ReadCache, read_through, snapshot_of
+from saas_app.core.readers import Fetch, Query, Reader, Row, first
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import ordered
@@ -289,35 +289,47 @@ class KeyRecord:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
+# What a record needs of a key's row (the key itself and each ancestor).
+KEY_COLUMNS = (
+    ApiKey.id,
+    ApiKey.tenant_id,
+    ApiKey.prefix,
+    ApiKey.secret_hash,
+    ApiKey.scopes,
+    ApiKey.created_by,
+    ApiKey.parent_id,
+    ApiKey.rate_limit,
+    ApiKey.expires_at,
+    ApiKey.revoked_at,
+    ApiKey.last_used_at,
+)
 # The key, its creator's activity and the creator's roles, in one statement built once.
-KEY_QUERY = (
-    select(ApiKey, User.is_active, Role.id.label("role_id"), Role.permissions)
+KEY_QUERY = Query(
+    select(*KEY_COLUMNS, User.is_active, Role.id.label("role_id"), Role.permissions)
     .outerjoin(User, (User.id == ApiKey.created_by) & (User.tenant_id == ApiKey.tenant_id))
     .outerjoin(UserRole, UserRole.user_id == User.id)
     .outerjoin(Role, Role.id == UserRole.role_id)
     .where(ApiKey.prefix == bindparam("prefix"))
 )
+PARENT_QUERY = Query(
+    select(*KEY_COLUMNS).where(ApiKey.id == bindparam("id"), ApiKey.tenant_id == bindparam("tid"))
+)
 
 
-def load_record(connection: Connection, prefix: str) -> KeyRecord | None:
+async def load_record(fetch: Fetch, prefix: str) -> KeyRecord | None:
     """The key, its creator's activity and roles, and its lineage (a read-cache load)."""
-    with Session(bind=connection) as session:
-        return _record(session, prefix)
-
-
-def _record(session: Session, prefix: str) -> KeyRecord | None:
-    rows = session.execute(KEY_QUERY, {"prefix": prefix}).all()
+    rows = await fetch.all(KEY_QUERY, {"prefix": prefix})
     if not rows:
         return None
-    key: ApiKey = rows[0][0]
+    key = rows[0]
     scopes = frozenset(key.scopes)
     if key.created_by is None:
         permissions: frozenset[str] | None = scopes  # made by the CLI: exactly its scopes
-    elif not rows[0].is_active:
+    elif not key.is_active:
         permissions = None  # the creator is deactivated or gone
     else:
         permissions = scopes & frozenset(p for row in rows if row.permissions for p in row.permissions)
-    lineage = [key, *_ancestors(session, key.tenant_id, key.id)] if key.parent_id else [key]
+    lineage = [key, *await _ancestor_rows(fetch, key)]
     # A key lives no longer than any key above it: revoke_key marks the descendants too,
     # but a parent revoked or expired by other means (an operator's UPDATE) still ends them.
     revoked = [k.revoked_at for k in lineage if k.revoked_at is not None]
@@ -339,6 +351,19 @@ def _record(session: Session, prefix: str) -> KeyRecord | None:
             *tags("role", {row.role_id for row in rows}),
         ),
     )
+
+
+async def _ancestor_rows(fetch: Fetch, key: Row) -> list[Row]:
+    """`_ancestors` for a load: the rows of the keys above `key`, nearest first."""
+    found: list[Row] = []
+    parent_id = key.parent_id
+    while parent_id is not None and len(found) < MAX_LINEAGE:
+        parent = await first(fetch, PARENT_QUERY, {"id": parent_id, "tid": key.tenant_id})
+        if parent is None:
+            break
+        found.append(parent)
+        parent_id = parent.parent_id
+    return found
 
 
 async def authenticate(
@@ -370,7 +395,7 @@ async def authenticate(
             reader,
             ("api_key", prefix),
             KeyRecord,
-            lambda connection: load_record(connection, prefix),
+            lambda fetch: load_record(fetch, prefix),
             lambda r: r.depends_on,
             memo,
         )

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, bindparam, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth.models import RefreshToken, Session
 from saas_app.core.changes import tag, tags
 from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.core.readers import Fetch, Query
 from saas_app.rbac.models import Role, UserRole
 from saas_app.security.crypto import SecretBox
 from saas_app.security.opaque import digest, new_refresh_token
@@ -31,7 +31,7 @@ class Lifetimes:
 
 
 # Built once: constructing a statement costs more than running it on a warm cache.
-GRANT_QUERY = (
+GRANT_QUERY = Query(
     select(
         Session.user_id, Session.expires_at, Session.last_used_at, Role.id.label("role_id"), Role.permissions
     )
@@ -83,9 +83,9 @@ class SessionGrant:
         return self.expires_at > now and self.last_used_at > now - lifetimes.idle
 
 
-def load_grant(*, connection: Connection, tenant_id: uuid.UUID, session_id: uuid.UUID) -> SessionGrant | None:
+async def load_grant(fetch: Fetch, tenant_id: uuid.UUID, session_id: uuid.UUID) -> SessionGrant | None:
     """One statement: the session unrevoked, its user active, and the user's current roles."""
-    rows = connection.execute(GRANT_QUERY, {"sid": session_id, "tid": tenant_id}).all()
+    rows = await fetch.all(GRANT_QUERY, {"sid": session_id, "tid": tenant_id})
     if not rows:
         return None
     return SessionGrant(

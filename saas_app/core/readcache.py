@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.engine import Connection
+from saas_app.core.readers import Load, Reader
 
 logger = logging.getLogger("saas_app.readcache")
 MAX_ENTRIES = 50_000
@@ -190,15 +190,15 @@ async def read_through(
     reader: Reader,
     key: Hashable,
     kind: type[T],
-    load: Callable[[Connection], T | None],
+    load: Load[T | None],
     tags: Callable[[T], Iterable[str]],
     memo: MutableMapping[str, Any] | None = None,
 ) -> T | None:
     """The cached value of `key`, else `load` it through `reader` and cache it under
     `tags(value)`. None results are not cached.
 
-    `load` is a plain function of a connection (saas_app/core/readers.py runs it where it
-    is cheapest: inline on SQLite, over the async driver on PostgreSQL), so a miss costs
+    `load` runs its `Query`s through the reader (saas_app/core/readers.py runs them where
+    it is cheapest: inline on SQLite, on the driver itself on PostgreSQL), so a miss costs
     its statements and nothing else: no ORM unit of work, no transaction. `memo` (a
     read-only request's ASGI scope) keeps the snapshot taken first in the request for its
     later reads. Older than the data can only be safe; never pass it once the request has
@@ -212,7 +212,3 @@ async def read_through(
     if value is not None:
         cache.put(key, value, tags(value), snapshot)
     return value
-
-
-class Reader(Protocol):
-    async def run(self, load: Callable[[Connection], T]) -> T: ...

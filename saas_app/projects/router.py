@@ -7,14 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
 from saas_app.core.changes import tag
 from saas_app.core.http import json_answer
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Cursor, Limit, Page, page_of
 from saas_app.core.readcache import Body, read_through
+from saas_app.core.readers import Fetch
 from saas_app.guards import Principal, require
 from saas_app.idempotency.service import OnceDep
 from saas_app.projects import service
@@ -39,11 +38,10 @@ async def list_projects(
     runtime, tenant_id = runtime_of(request), principal.tenant_id
     page = page_of(limit, cursor)  # a malformed cursor is a 422 before the cache sees it
 
-    def load(connection: Connection) -> Body:
-        with Session(bind=connection) as session:
-            rows, next_cursor = service.read_page(session, tenant_id, page)
-            content = Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
-            return Body(content, (tag("projects", tenant_id),))
+    async def load(fetch: Fetch) -> Body:
+        rows, next_cursor = await service.read_page(fetch, tenant_id, page)
+        content = Page(items=[_read(p) for p in rows], next_cursor=next_cursor).model_dump_json().encode()
+        return Body(content, (tag("projects", tenant_id),))
 
     if cursor is not None:
         # Later pages are read, not cached: a cursor is any position a caller cares to

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from saas_app.core.errors import NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.core.readers import Fetch, Query, Row
 from saas_app.projects.models import Project
 
 
@@ -26,9 +26,28 @@ async def list_projects(
     return split_page(list((await session.scalars(page_query(tenant_id, page))).all()), page)
 
 
-def read_page(session: Session, tenant_id: uuid.UUID, page: PageParams) -> tuple[list[Project], str | None]:
-    """`list_projects` for the read cache's (synchronous) loads."""
-    return split_page(list(session.scalars(page_query(tenant_id, page)).all()), page)
+def _page_query(*, after_cursor: bool) -> Query:
+    """`page_query` with every value a parameter, built once (a first page, or a later one)."""
+    query = select(Project.id, Project.name, Project.description, Project.created_by, Project.created_at)
+    query = query.where(Project.tenant_id == bindparam("tid"))
+    if after_cursor:
+        at = bindparam("at", type_=Project.created_at.type)
+        query = query.where(
+            or_(Project.created_at > at, and_(Project.created_at == at, Project.id > bindparam("after_id")))
+        )
+    return Query(query.order_by(Project.created_at, Project.id).limit(bindparam("limit")))
+
+
+FIRST_PAGE, LATER_PAGE = _page_query(after_cursor=False), _page_query(after_cursor=True)
+
+
+async def read_page(fetch: Fetch, tenant_id: uuid.UUID, page: PageParams) -> tuple[list[Row], str | None]:
+    """`list_projects` for the read cache's loads (rows with ProjectRead's fields)."""
+    params = {"tid": tenant_id, "limit": page.limit + 1}  # one more: is there a next page?
+    if page.after is None:
+        return split_page(await fetch.all(FIRST_PAGE, params), page)
+    after = {"at": page.after.at, "after_id": page.after.id}
+    return split_page(await fetch.all(LATER_PAGE, {**params, **after}), page)
 
 
 def page_query(tenant_id: uuid.UUID, page: PageParams) -> Select[tuple[Project]]:

@@ -19,12 +19,15 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from saas_app.core.changes import tag
+from saas_app.core.readers import Query
 from saas_app.tenancy.models import Tenant
 
 # Built once: constructing a statement costs more than running it on a warm cache.
-TENANT_QUERY = select(
-    Tenant.id, Tenant.slug, Tenant.name, Tenant.allow_signup, Tenant.mfa_required, Tenant.created_at
-).where(Tenant.slug == bindparam("slug"))
+TENANT_QUERY = Query(
+    select(
+        Tenant.id, Tenant.slug, Tenant.name, Tenant.allow_signup, Tenant.mfa_required, Tenant.created_at
+    ).where(Tenant.slug == bindparam("slug"))
+)
 
 
 @dataclass(frozen=True, slots=True)

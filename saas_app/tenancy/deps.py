@@ -5,10 +5,10 @@ from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy.engine import Connection
 from starlette.requests import Request
 
 from saas_app.core.readcache import read_through
+from saas_app.core.readers import Fetch, first
 from saas_app.runtime import Runtime, auth_memo, runtime_of
 from saas_app.tenancy import service
 from saas_app.tenancy.cache import TENANT_QUERY, TenantInfo, cache_key
@@ -28,8 +28,8 @@ async def tenant_info(
     if not SLUG.fullmatch(slug):
         raise service.TenantNotFound()
 
-    def load(connection: Connection) -> TenantInfo | None:
-        row = connection.execute(TENANT_QUERY, {"slug": slug}).first()
+    async def load(fetch: Fetch) -> TenantInfo | None:
+        row = await first(fetch, TENANT_QUERY, {"slug": slug})
         return None if row is None else TenantInfo.of(row)
 
     info = await read_through(

@@ -6,9 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from saas_app.auth import service as auth
 from saas_app.auth import sessions
@@ -18,6 +16,7 @@ from saas_app.core.http import NO_NUL, json_answer
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.core.readcache import Body, read_through
+from saas_app.core.readers import Fetch
 from saas_app.guards import CurrentPrincipal, HumanPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
 from saas_app.runtime import NowDep, RuntimeDep, SessionDep, cache_memo, runtime_of
@@ -70,11 +69,10 @@ async def read_me(principal: HumanPrincipal, request: Request) -> Response:
     """Returns the signed-in user."""
     runtime, user_id = runtime_of(request), _me(principal)
 
-    def load(connection: Connection) -> Body:
-        with Session(bind=connection) as session:
-            user, roles, providers = service.read_with_roles(session, principal.tenant_id, user_id)
-            content = UserRead.of(user, roles, providers).model_dump_json().encode()
-        return Body(content, (tag("user", user_id), *tags("role", (r.id for r in roles))))
+    async def load(fetch: Fetch) -> Body:
+        user, roles, providers = await service.read_with_roles(fetch, principal.tenant_id, user_id)
+        content = UserRead.of(user, roles, providers).model_dump_json().encode()
+        return Body(content, (tag("user", user_id), *tags("role", (r.role_id for r in roles))))
 
     # Cached as sent, until the user, their roles or their identities change.
     body = await read_through(

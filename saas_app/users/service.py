@@ -7,7 +7,6 @@ import uuid
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
@@ -15,6 +14,7 @@ from saas_app.auth import sessions
 from saas_app.auth.pending import end_pending_steps
 from saas_app.core.errors import Conflict, NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.core.readers import Fetch, Query, Row
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role, UserRole
 from saas_app.rbac.permissions import OWNER
@@ -94,9 +94,21 @@ async def get_user(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid
 
 
 # The signed-in user with their roles and linked providers, in one statement (rows: roles ×
-# providers, a handful). Built once; run by the read cache's load of GET /users/me.
-ME_QUERY = (
-    select(User, Role, Identity.provider)
+# providers, a handful), as columns named like UserRead's sources (`mfa_enabled` computed
+# as the model's property is). Built once; run by the read cache's load of GET /users/me.
+ME_QUERY = Query(
+    select(
+        User.id,
+        User.email,
+        User.full_name,
+        User.is_active,
+        User.totp_confirmed_at.is_not(None).label("mfa_enabled"),
+        User.created_at,
+        Role.id.label("role_id"),
+        Role.name,
+        Role.permissions,
+        Identity.provider,
+    )
     .outerjoin(UserRole, (UserRole.user_id == User.id) & (UserRole.tenant_id == User.tenant_id))
     .outerjoin(Role, Role.id == UserRole.role_id)
     .outerjoin(Identity, (Identity.user_id == User.id) & (Identity.tenant_id == User.tenant_id))
@@ -105,16 +117,17 @@ ME_QUERY = (
 )
 
 
-def read_with_roles(
-    session: Session, tenant_id: uuid.UUID, user_id: uuid.UUID
-) -> tuple[User, list[Role], list[str]]:
-    """The user, their roles (oldest first) and providers (by name); raises UserNotFound."""
-    rows = session.execute(ME_QUERY, {"uid": user_id, "tid": tenant_id}).all()
+async def read_with_roles(
+    fetch: Fetch, tenant_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[Row, list[Row], list[str]]:
+    """The user's row, their roles' rows (`role_id`, `name`, `permissions`; oldest first)
+    and providers (by name); raises UserNotFound."""
+    rows = await fetch.all(ME_QUERY, {"uid": user_id, "tid": tenant_id})
     if not rows:
         raise UserNotFound()
-    roles = list({role.id: role for _, role, _ in rows if role is not None}.values())
-    providers = sorted({provider for _, _, provider in rows if provider is not None})
-    return rows[0][0], roles, providers
+    roles = list({row.role_id: row for row in rows if row.role_id is not None}.values())
+    providers = sorted({row.provider for row in rows if row.provider is not None})
+    return rows[0], roles, providers
 
 
 async def find_by_email(*, session: AsyncSession, tenant_id: uuid.UUID, email: str) -> User | None:
