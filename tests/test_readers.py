@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import Integer, bindparam, literal, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Integer, bindparam, literal, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +23,7 @@ from saas_app.auth.sessions import GRANT_QUERY
 from saas_app.core import readers
 from saas_app.core.config import Settings
 from saas_app.core.db import create_engine
-from saas_app.core.readers import Fetch, PostgresReader, Query, first, reader_for
+from saas_app.core.readers import READER_APPLICATION_NAME, Fetch, PostgresReader, Query, first, reader_for
 from saas_app.projects.service import FIRST_PAGE, LATER_PAGE
 from saas_app.runtime import Runtime
 from saas_app.security.api_keys import parse
@@ -186,3 +188,73 @@ async def test_an_inline_load_may_not_wait_for_anything_but_its_statements(clien
         return await first(fetch, TENANT_QUERY, {"slug": "x"})
 
     assert await reader.run(reads) is None
+
+
+@postgres_only
+async def test_a_load_whose_backend_is_killed_mid_statement_runs_again_on_another(
+    client: AsyncClient,
+) -> None:
+    """The server ends the connection while the load waits (a failover, an operator's
+    pg_terminate_backend): the caller gets the answer from a second connection, not a 503."""
+    runtime = _runtime(client)
+    tenant = await create_tenant(client)
+    async with runtime.engine.connect() as locker:
+        transaction = await locker.begin()
+        await locker.execute(text("LOCK TABLE tenant IN ACCESS EXCLUSIVE MODE"))
+        loading = asyncio.create_task(runtime.reader.run(_tenant_by_slug(tenant.slug)))
+        killed = 0
+        for _ in range(100):  # until the load is waiting for the lock
+            killed = await locker.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name"
+                    " = :name AND datname = current_database() AND wait_event_type = 'Lock'"
+                ),
+                {"name": READER_APPLICATION_NAME},
+            )
+            if killed:
+                break
+            await asyncio.sleep(0.02)
+        assert killed == 1
+        await transaction.commit()
+    row = await loading
+    assert row is not None
+    assert str(row.id) == tenant.id
+
+
+@postgres_only
+async def test_a_connection_the_driver_cannot_use_again_is_closed_and_the_load_retried(
+    client: AsyncClient,
+) -> None:
+    """asyncpg's InternalClientError ("another operation is in progress", seen after a
+    backend died mid-statement) is a broken connection, not a 500: the connection is
+    closed, never handed to the next load, and the load runs again on another."""
+    runtime = _runtime(client)
+    backends: list[int] = []
+
+    async def breaks_once(fetch: Fetch) -> str:
+        backends.append(await fetch._connection.fetchval("SELECT pg_backend_pid()"))  # type: ignore[attr-defined]
+        if len(backends) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 12; another operation is in progress")
+        return "answered"
+
+    assert await runtime.reader.run(breaks_once) == "answered"
+    assert backends[0] != backends[1]
+    await asyncio.sleep(0.2)  # the server notices the closed socket
+    async with runtime.engine.connect() as connection:
+        alive = await connection.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backends[0]}
+        )
+    assert alive == 0, "the broken connection was closed, not kept in the pool"
+
+    async def always_breaks(fetch: Fetch) -> None:
+        raise asyncpg.InternalClientError("cannot switch to state 12")
+
+    with pytest.raises(OperationalError):  # answered 503 by core/errors.py
+        await runtime.reader.run(always_breaks)
+
+
+def _tenant_by_slug(slug: str) -> Callable[[Fetch], Coroutine[Any, Any, Any]]:
+    async def load(fetch: Fetch) -> Any:
+        return await first(fetch, TENANT_QUERY, {"slug": slug})
+
+    return load

@@ -26,6 +26,7 @@ builds a value from their rows, so the same code runs on every store:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -45,6 +46,7 @@ from sqlalchemy.pool import StaticPool
 
 from saas_app.core.config import Settings
 from saas_app.core.db import postgres_connect_args
+from saas_app.core.logging import REPEATS
 
 T = TypeVar("T")
 Row = Any  # a result row: by attribute or by index (SQLAlchemy's Row, or a named tuple)
@@ -230,9 +232,17 @@ class PostgresReader:
         try:
             try:
                 return await self._once(load)
-            except _CONNECTION_GONE as exc:
-                logger.info("read cache: a pooled connection was gone (%s); the load runs again", _name(exc))
+            except _ConnectionLost as lost:
+                REPEATS.log(
+                    logger,
+                    logging.INFO,
+                    f"reader:{_name(lost.cause)}",
+                    "read cache: a pooled connection was lost (%s); the load runs again on another",
+                    _name(lost.cause),
+                )
                 return await self._once(load)
+        except _ConnectionLost as lost:
+            raise _translated(lost.cause) from lost.cause
         except TimeoutError as exc:  # no connection free in time, or none could be made
             raise PoolTimeout("no read connection available in time") from exc
         except _DRIVER_ERRORS as exc:
@@ -243,10 +253,17 @@ class PostgresReader:
     async def _once(self, load: Load[T]) -> T:
         pool = self._pool or await self._open()
         # asyncio.timeout, not acquire(timeout=...): that one wraps every acquire in a task.
+        # A refused connect raises here, and is not retried: there is no other server.
         async with asyncio.timeout(self._acquire_timeout):
             connection = await pool.acquire()
         try:
             return await load(_DriverFetch(connection))
+        except _CONNECTION_BROKEN as exc:
+            # The server ended it, or it is in a state asyncpg cannot use again: closed,
+            # never handed to the next load (the pool connects afresh in its place).
+            with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg closed it already
+                connection.terminate()
+            raise _ConnectionLost(exc) from exc
         finally:
             await pool.release(connection)
 
@@ -289,10 +306,28 @@ async def _keep(_connection: Any) -> None:
     that the next one could inherit."""
 
 
-# A connection the server closed (a restart, a failover, pg_terminate_backend): the load
-# runs again, once, on another. Any other driver error is the statement's own.
-_CONNECTION_GONE = (asyncpg.InterfaceError, asyncpg.AdminShutdownError, ConnectionError)
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# A connection the server ended (a restart, a failover, pg_terminate_backend) or that
+# asyncpg cannot use again: the load runs again, once, on another. SQLSTATE class 08 and
+# 57P01-03; asyncpg's own InterfaceError ("connection is closed") and InternalClientError
+# (its protocol in an unexpected state, as after a backend died mid-statement); a socket
+# error. Any other driver error is the statement's own (57014 statement_timeout, 22...)
+# and leaves the connection usable.
+_CONNECTION_BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
+
+class _ConnectionLost(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
 
 
 def _name(exc: BaseException) -> str:
@@ -313,8 +348,13 @@ def reader_for(engine: AsyncEngine, settings: Settings) -> Reader:
     the same timeouts as the app's."""
     if engine.dialect.name != "sqlite":
         connect_args = dict(engine.dialect.create_connect_args(engine.url)[1])
-        for sqlalchemy_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
-            connect_args.pop(sqlalchemy_only, None)
+        # SQLAlchemy's own statement cache settings (for pgbouncer: `?prepared_statement_
+        # cache_size=0`) become asyncpg's: a size of 0 runs unnamed statements, which a
+        # transaction-pooling pgbouncer allows, so no name function is needed.
+        cache_size = connect_args.pop("prepared_statement_cache_size", None)
+        connect_args.pop("prepared_statement_name_func", None)
+        if cache_size is not None:
+            connect_args["statement_cache_size"] = int(cache_size)
         connect_args.update(postgres_connect_args(settings, READER_APPLICATION_NAME))
         # At most the requests' pool size: a load holds its connection for one or two
         # statements, and the database's connection budget is shared.
