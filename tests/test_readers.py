@@ -258,3 +258,16 @@ def _tenant_by_slug(slug: str) -> Callable[[Fetch], Coroutine[Any, Any, Any]]:
         return await first(fetch, TENANT_QUERY, {"slug": slug})
 
     return load
+
+
+def test_a_pgbouncer_statement_cache_setting_in_the_url_reaches_the_loads_pool(settings: Settings) -> None:
+    """`?prepared_statement_cache_size=0` (SQLAlchemy's setting for a transaction-pooling
+    pgbouncer) must not be dropped by the loads' own pool: asyncpg's is `statement_cache_size`."""
+    url = "postgresql+asyncpg://app@db.internal:6432/app?prepared_statement_cache_size=0"
+    pooled = settings.model_copy(update={"DATABASE_URL": url})
+    reader = reader_for(create_engine(pooled), pooled)
+    assert isinstance(reader, PostgresReader)
+    connect_args = reader._connect_args
+    assert connect_args["statement_cache_size"] == 0
+    assert "prepared_statement_cache_size" not in connect_args
+    assert connect_args["server_settings"]["application_name"] == READER_APPLICATION_NAME
