@@ -24,6 +24,7 @@ from saas_app.core.clock import SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import DomainError
 from saas_app.core.logging import server_log_config
+from saas_app.mail import commands as mail
 from saas_app.rbac import service as rbac
 from saas_app.rbac.permissions import BUILTIN_ROLES, CATALOGUE
 from saas_app.runtime import Runtime, close_runtime
@@ -273,6 +274,12 @@ def parser() -> argparse.ArgumentParser:
         "--role", action="append", default=[], help=f"repeatable; built-ins: {', '.join(BUILTIN_ROLES)}"
     )
     user_cmd.add_argument("--password-stdin", action="store_true")
+    mail_cmd = sub.add_parser("mail", help="the mail outbox: list, show ID, worker")
+    mail_sub = mail_cmd.add_subparsers(dest="mail_command", required=True)
+    mail_sub.add_parser("list", help=f"the newest {mail.LISTED} messages and their state")
+    mail_sub.add_parser("show", help="one message: headers and text").add_argument("id")
+    mail_sub.add_parser("worker", help="send the outbox over SMTP_URL until stopped")
+
     key_cmd = sub.add_parser("create-api-key", help="issue an API key (printed once, on stdout)")
     key_cmd.add_argument("--tenant", required=True, help="tenant slug")
     key_cmd.add_argument("--name", required=True)
@@ -280,6 +287,15 @@ def parser() -> argparse.ArgumentParser:
     key_cmd.add_argument("--expires-in-days", metavar="1..3650")  # checked by ApiKeyCreate
     key_cmd.add_argument("--rate-limit", help='e.g. "100/minute"')
     return root
+
+
+async def _mail(args: argparse.Namespace, settings: Settings) -> None:
+    if args.mail_command == "list":
+        await mail.list_messages(settings)
+    elif args.mail_command == "show":
+        await mail.show_message(settings, args.id)
+    else:
+        await mail.worker(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(create_tenant(args, settings))
         elif args.command == "create-api-key":
             asyncio.run(create_api_key(args, settings))
+        elif args.command == "mail":
+            asyncio.run(_mail(args, settings))
         elif args.command == "create-user":
             args.role = args.role or ["member"]
             asyncio.run(create_user(args, settings))

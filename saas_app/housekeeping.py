@@ -11,10 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.github.models import SpentState
 from saas_app.idempotency.models import IdempotentAnswer
+from saas_app.mail.models import FAILED, SENT, MailMessage
 from saas_app.mfa.models import MfaChallenge
 
-# Ended sessions stay listed this long for investigations before their rows go.
+# Ended sessions stay listed this long for investigations before their rows go; so do
+# delivered and failed mail (`python -m saas_app mail list` shows them until then).
 ENDED_SESSION_RETENTION = timedelta(days=30)
+MAIL_RETENTION = timedelta(days=30)
 MAX_REFRESH_GRACE = timedelta(seconds=300)  # the largest REFRESH_REUSE_GRACE_SECONDS allowed
 
 
@@ -29,6 +32,10 @@ def purges(now: datetime, idle: timedelta) -> dict[str, Delete | Update]:
         "login_code": delete(LoginCode).where(LoginCode.expires_at < now),
         "mfa_challenge": delete(MfaChallenge).where(MfaChallenge.expires_at < now),
         "idempotent_answer": delete(IdempotentAnswer).where(IdempotentAnswer.expires_at < now),
+        # Never one still to send: the sender fails those itself after MAIL_MAX_AGE_HOURS.
+        "mail_message": delete(MailMessage).where(
+            MailMessage.state.in_((SENT, FAILED)), MailMessage.created_at < now - MAIL_RETENTION
+        ),
         # A retired refresh token keeps its successor (sealed) only for the grace of
         # REFRESH_REUSE_GRACE_SECONDS (at most 300 s): past it, the live token it names goes.
         "refresh_successor": update(RefreshToken)

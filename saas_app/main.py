@@ -24,6 +24,7 @@ from saas_app.core.openapi import EVERY_ROUTE, install_openapi
 from saas_app.core.proxy import install_proxy_headers, refuse_foreign_proxy_trust
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
+from saas_app.mail.sender import MailSender
 from saas_app.mfa.router import admin_router as mfa_admin_router
 from saas_app.mfa.router import me_router as mfa_me_router
 from saas_app.platform import router as platform_router
@@ -32,6 +33,17 @@ from saas_app.rbac.router import router as roles_router
 from saas_app.runtime import Runtime, close_runtime
 from saas_app.tenancy.router import router as tenancy_router
 from saas_app.users.router import admin_router, me_router
+
+
+def mail_sender(runtime: Runtime) -> MailSender | None:
+    """The outbox's sender in this process, when there is a server to send to and the
+    deployment did not move it to its own process (`python -m saas_app mail worker`)."""
+    settings = runtime.settings
+    if settings.SMTP_URL is None or not settings.MAIL_SENDER_IN_APP:
+        return None
+    sender = MailSender(runtime.write_session_factory, settings, runtime.clock)
+    sender.start()
+    return sender
 
 
 def create_app(
@@ -50,6 +62,7 @@ def create_app(
         runtime = Runtime.build(settings, clock or SystemClock(), http_transport)
         app.state.runtime = runtime
         await runtime.cache.feed.start()
+        mail = mail_sender(runtime)
         # Everything built so far (modules, routes, schemas, the engine) lives as long as
         # the process: moved out of the collector's generations, a full collection of a
         # busy worker no longer walks the whole start-up heap.
@@ -57,6 +70,8 @@ def create_app(
         try:
             yield
         finally:
+            if mail is not None:
+                await mail.close()
             await close_runtime(runtime)
 
     app = FastAPI(

@@ -6,6 +6,7 @@ from saas_app.auth.models import LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
 from saas_app.github.models import SpentState
 from saas_app.idempotency.models import IdempotentAnswer
+from saas_app.mail.models import MailMessage
 from saas_app.mfa.models import MfaChallenge, RecoveryCode
 from saas_app.projects.models import Project
 from saas_app.rbac.models import Role, UserRole
@@ -19,6 +20,7 @@ __all__ = [
     "IdempotentAnswer",
     "Identity",
     "LoginCode",
+    "MailMessage",
     "MfaChallenge",
     "Project",
     "RecoveryCode",

@@ -25,6 +25,7 @@ async def test_fresh_records_are_kept(client: AsyncClient, clock: FrozenClock) -
             "login_code",
             "mfa_challenge",
             "idempotent_answer",
+            "mail_message",
             "refresh_successor",
             "refresh_token",
             "session",

@@ -131,6 +131,15 @@ class Settings(BaseSettings):
     MAX_HEADER_BYTES: int = Field(default=16_384, ge=4096)
     MAX_URL_BYTES: int = Field(default=8_192, ge=1024)
 
+    # Mail (API-v2 §1; saas_app/mail/). Without SMTP_URL messages wait in the outbox, and
+    # `python -m saas_app mail list|show ID` prints them.
+    SMTP_URL: str | None = None  # smtp://user:pass@host:587?starttls=true, smtps://host:465
+    MAIL_FROM: str = "no-reply@localhost"
+    MAIL_MAX_AGE_HOURS: float = Field(default=24.0, gt=0)
+    SMTP_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=120)
+    # false: this process only writes mail; `python -m saas_app mail worker` sends it.
+    MAIL_SENDER_IN_APP: bool = True
+
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
 
@@ -151,6 +160,15 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or network") from None
         return value
+
+    @field_validator("SMTP_URL")
+    @classmethod
+    def _valid_smtp_url(cls, value: str | None) -> str | None:
+        from saas_app.mail.smtp import SmtpServer  # noqa: PLC0415 (keep settings import-light)
+
+        if value:
+            SmtpServer.parse(value)  # its errors never quote the URL (it may hold a password)
+        return value or None
 
     @field_validator("PUBLIC_URL", "GITHUB_API_URL")
     @classmethod
