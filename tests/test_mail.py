@@ -226,6 +226,37 @@ async def test_a_4xx_reply_waits_and_retries_and_a_5xx_reply_fails_the_message(
     assert len(box.received) == 1
 
 
+async def test_a_header_with_a_line_break_is_refused_and_never_blocks_the_others(outbox: Outbox) -> None:
+    """CR/LF in a header would let a subject smuggle in a Bcc: enqueue refuses it; a row
+    written some other way (SQL) fails alone, and the rest of its batch still goes."""
+    box, runtime, sender = outbox.box, outbox.runtime, outbox.sender
+    async with runtime.write_session_factory() as session:
+        for field in ("subject", "recipient", "sender_name"):
+            fields = {"subject": "s", "recipient": "a@example.com", "sender_name": "n"}
+            fields[field] = "x\r\nBcc: victim@example.com"
+            with pytest.raises(ValueError, match="line break"):
+                enqueue(
+                    session, tenant_id=None, purpose="test", text_body="b", now=runtime.clock.now(), **fields
+                )
+    (good,) = await write_messages(runtime)
+    async with runtime.write_session_factory() as session, session.begin():
+        smuggled = enqueue(
+            session,
+            tenant_id=None,
+            purpose="test",
+            recipient="a@example.com",
+            subject="s",
+            text_body="b",
+            now=runtime.clock.now(),
+        )
+        smuggled.subject = "x\r\nBcc: victim@example.com"  # as if written by hand
+    assert await sender.deliver_due() == 2
+    assert (await message(runtime, good)).state == SENT
+    bad = await message(runtime, smuggled.id)
+    assert (bad.state, bad.last_error) == (FAILED, "malformed message")
+    assert [m["Subject"] for m in box.received] == ["Message 0"]
+
+
 def test_back_off_doubles_up_to_a_minute() -> None:
     assert [backoff(n).total_seconds() for n in (1, 2, 3, 4, 7, 8, 30)] == [1, 2, 4, 8, 60, 60, 60]
     assert MAX_BACKOFF_SECONDS == 60

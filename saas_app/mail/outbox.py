@@ -26,6 +26,9 @@ def enqueue(
 ) -> MailMessage:
     """Adds the message to `session`: it is sent only if the caller's transaction commits,
     and it is sent even if the process stops right after (the sender picks it up)."""
+    for header in (recipient, subject, sender_name or ""):
+        if "\r" in header or "\n" in header:  # header injection (a Bcc: smuggled in a subject)
+            raise ValueError("a mail header may not contain a line break")
     message = MailMessage(
         tenant_id=tenant_id,
         purpose=purpose,

@@ -21,6 +21,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 
 import aiosmtplib
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -144,22 +145,26 @@ class MailSender:
 
     async def _send(self, messages: list[MailMessage]) -> dict[uuid.UUID, Outcome]:
         outcomes: dict[uuid.UUID, Outcome] = {}
+        emails: dict[uuid.UUID, EmailMessage] = {}
+        for message in messages:
+            try:
+                emails[message.id] = as_email(message, self._from, self._clock.now())
+            except ValueError:  # a header no server should see (enqueue refuses these)
+                outcomes[message.id] = Outcome(FAILED, "malformed message")
+        if not emails:
+            return outcomes
         try:
             async with SmtpSession(self._server, self._timeout) as smtp:
-                for message in messages:
+                for message_id, email in emails.items():
                     try:
-                        await smtp.send(as_email(message, self._from, self._clock.now()))
-                        outcomes[message.id] = Outcome(SENT)
+                        await smtp.send(email)
+                        outcomes[message_id] = Outcome(SENT)
                     except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
-                        outcomes[message.id] = Outcome.of(exc)
-                        if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                            break
+                        outcomes[message_id] = Outcome.of(exc)  # the connection goes on
         except (aiosmtplib.SMTPException, OSError) as exc:  # connect, TLS, login, lost connection
             failure = Outcome.of(exc)
-            for message in messages:
-                outcomes.setdefault(message.id, failure)
-        for message in messages:  # those after a lost connection: try again
-            outcomes.setdefault(message.id, Outcome(PENDING, "connection lost"))
+            for message_id in emails:
+                outcomes.setdefault(message_id, failure)  # the ones not sent before it
         return outcomes
 
     async def _record(self, messages: list[MailMessage], outcomes: dict[uuid.UUID, Outcome]) -> None:
