@@ -291,6 +291,14 @@ async def test_a_message_still_unsent_after_the_maximum_age_fails(
         await sender.deliver_due()
         assert (await message(runtime, old)).state == FAILED
 
+        # One whose sender died with it (claimed, never recorded) ends too, when next due.
+        (orphan,) = await write_messages(runtime)
+        assert len(await sender._claim()) == 1
+        clock.advance(seconds=120)  # past both the lease and the maximum age
+        assert await sender.deliver_due() == 0
+        stored = await message(runtime, orphan)
+        assert (stored.state, stored.last_error) == (FAILED, "too old")
+
 
 async def test_two_senders_send_each_of_many_messages_exactly_once(outbox: Outbox) -> None:
     """Two senders (two processes' worth: each claims in its own transactions) race over

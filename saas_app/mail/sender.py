@@ -124,6 +124,14 @@ class MailSender:
             if (await session.scalar(select(MailMessage.id).where(self._due(now)).limit(1))) is None:
                 return []
         async with self._factory() as session, session.begin():
+            # Too old to send: failed here too, so a message whose sending never gets as far
+            # as a record (a sender that dies on it, every time) still ends.
+            await session.execute(
+                update(MailMessage)
+                .where(self._due(now), MailMessage.created_at <= now - self._max_age)
+                .values(state=FAILED, last_error="too old")
+                .execution_options(synchronize_session=False)
+            )
             due = (
                 select(MailMessage.id)
                 .where(self._due(now))
