@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from saas_app.api_keys.router import router as api_keys_router
 from saas_app.audit.router import router as audit_router
 from saas_app.auth.errors import OAuthError, oauth_error_handler
+from saas_app.auth.recovery_router import router as recovery_router
 from saas_app.auth.router import router as auth_router
 from saas_app.core.clock import Clock, SystemClock
 from saas_app.core.config import Settings, get_settings
@@ -101,6 +102,7 @@ def create_app(
         projects_router,
         me_router,
         auth_router,
+        recovery_router,
         platform_router,
         tenancy_router,
         mfa_me_router,

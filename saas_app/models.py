@@ -2,7 +2,7 @@
 
 from saas_app.api_keys.models import ApiKey
 from saas_app.audit.models import AuditEvent
-from saas_app.auth.models import LoginCode, RefreshToken, Session
+from saas_app.auth.models import AccountToken, LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
 from saas_app.github.models import SpentState
 from saas_app.idempotency.models import IdempotentAnswer
@@ -14,6 +14,7 @@ from saas_app.tenancy.models import Tenant
 from saas_app.users.models import Identity, User
 
 __all__ = [
+    "AccountToken",
     "ApiKey",
     "AuditEvent",
     "Base",

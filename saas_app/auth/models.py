@@ -55,3 +55,18 @@ class LoginCode(TenantOwned, Base):
     used_at: Mapped[datetime | None]
     # The session the code's redemption opened: a replay revokes it (RFC 6749 §4.1.2).
     session_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("session.id", ondelete="SET NULL"))
+
+
+class AccountToken(UUIDPrimaryKey, TenantOwned, Base):
+    """A token sent by mail (password reset; later verification, invitation): 256 random
+    bits, stored only as a SHA-256 hash, bound to one purpose, tenant and user, expiring,
+    used at most once (a conditional UPDATE marks it; of parallel uses one wins)."""
+
+    __tablename__ = "account_token"
+
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]

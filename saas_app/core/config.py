@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     REFRESH_RATE_LIMIT: str = "60/minute"
     LOGIN_FAILURE_LIMIT: str = "5/15minutes"
     REGISTER_RATE_LIMIT: str = "5/minute"
+    # Reset mails per address (each IP also spends REGISTER_RATE_LIMIT).
+    FORGOT_PASSWORD_RATE_LIMIT: str = "3/hour"  # noqa: S105 (a rate, not a password)
     MFA_FAILURE_LIMIT: str = "10/15minutes"
     RATE_LIMIT_KEY_PREFIX: str = "saas_app"
 
@@ -139,6 +141,8 @@ class Settings(BaseSettings):
     SMTP_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=120)
     # false: this process only writes mail; `python -m saas_app mail worker` sends it.
     MAIL_SENDER_IN_APP: bool = True
+    # Lifetimes of the links mail carries; fractions allowed (tests watch them expire).
+    PASSWORD_RESET_TTL_MINUTES: float = Field(default=30.0, gt=0, le=24 * 60)
 
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
@@ -180,6 +184,7 @@ class Settings(BaseSettings):
         "REFRESH_RATE_LIMIT",
         "LOGIN_FAILURE_LIMIT",
         "REGISTER_RATE_LIMIT",
+        "FORGOT_PASSWORD_RATE_LIMIT",
         "MFA_FAILURE_LIMIT",
     )
     @classmethod

@@ -61,6 +61,8 @@ PUBLIC = {
     "POST /t/{tenant}/auth/register",
     "POST /t/{tenant}/auth/token",
     "POST /t/{tenant}/auth/revoke",
+    "POST /t/{tenant}/auth/password/forgot",
+    "POST /t/{tenant}/auth/password/reset",
     "GET /t/{tenant}/auth/github/authorize",
     "GET /t/{tenant}/auth/github/callback",
 }

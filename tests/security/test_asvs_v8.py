@@ -73,6 +73,8 @@ PUBLIC = {
     "POST /t/{tenant}/auth/register",
     "POST /t/{tenant}/auth/token",
     "POST /t/{tenant}/auth/revoke",
+    "POST /t/{tenant}/auth/password/forgot",
+    "POST /t/{tenant}/auth/password/reset",
     "GET /t/{tenant}/auth/github/authorize",
     "GET /t/{tenant}/auth/github/callback",
     # The API's documentation for the tenant (Swagger UI and its OpenAPI document).

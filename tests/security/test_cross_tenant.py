@@ -145,6 +145,12 @@ ROUTES: dict[str, Route] = {
     "POST /t/{tenant}/auth/revoke": Route(
         200, 200, form=lambda other: {"token": other.owner.login.refresh_token}
     ),
+    # Public: the other tenant's owner has no account here, so nothing is mailed (answered
+    # alike, whoever asks); a token of nowhere is refused whatever the bearer.
+    "POST /t/{tenant}/auth/password/forgot": Route(202, 202, json=lambda other: {"email": other.owner.email}),
+    "POST /t/{tenant}/auth/password/reset": Route(
+        400, 400, json=lambda _: {"token": "x" * 43, "new_password": "another long passphrase"}
+    ),
     "POST /t/{tenant}/auth/logout": Route(401, 204),
     "GET /t/{tenant}/users/me": Route(401, 200),
     "PATCH /t/{tenant}/users/me": Route(401, 200, json=lambda _: {"full_name": "Mallory"}),
@@ -270,7 +276,7 @@ def assert_refusal_shape(response: Response, slug: str) -> None:
     if response.status_code in (401, 403, 404):
         assert response.headers["content-type"].startswith(PROBLEM_JSON)
     if response.status_code == 400 and response.headers["content-type"].startswith(PROBLEM_JSON):
-        assert response.json()["code"] == "invalid_state"  # GitHub's callback
+        assert response.json()["code"] in {"invalid_state", "invalid_token"}  # GitHub's callback, a reset
     elif response.status_code == 400:  # the token endpoint
         assert response.json()["error"] == "invalid_grant"
 

@@ -1,0 +1,103 @@
+"""Single-use tokens carried by mail (API-v2 §1): issued for one purpose, tenant and user,
+stored as a hash, expiring, spent at most once. Every way a token can be wrong (unknown,
+spent, expired, another tenant's or purpose's) is one answer: 400 `invalid_token`."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.auth.models import AccountToken
+from saas_app.core.errors import DomainError
+from saas_app.security.opaque import digest
+
+PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose, not a password)
+TOKEN_BYTES = 32  # 256 bits (API-v2 asks for at least 128)
+MAX_TOKEN_LENGTH = 200  # longer input is no token of ours: refused before any lookup
+
+
+class InvalidAccountToken(DomainError):
+    status = 400
+    code = "invalid_token"
+    title = "The link is invalid or has expired"
+
+
+async def issue(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    purpose: str,
+    ttl: timedelta,
+    now: datetime,
+) -> str:
+    """A new token; the user's earlier unspent tokens of this purpose stop working (only the
+    newest link in a mailbox does anything)."""
+    await session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.tenant_id == tenant_id,
+            AccountToken.user_id == user_id,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    session.add(
+        AccountToken(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            purpose=purpose,
+            token_hash=digest(token),
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
+    return token
+
+
+async def holder(
+    session: AsyncSession, *, tenant_id: uuid.UUID, purpose: str, token: str, now: datetime
+) -> uuid.UUID:
+    """The user a live token was issued to (a read: nothing is spent); else InvalidAccountToken."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidAccountToken()
+    user_id = await session.scalar(select(AccountToken.user_id).where(_live(tenant_id, purpose, token, now)))
+    if user_id is None:
+        raise InvalidAccountToken()
+    return user_id
+
+
+async def spend(
+    session: AsyncSession, *, tenant_id: uuid.UUID, purpose: str, token: str, now: datetime
+) -> uuid.UUID:
+    """Marks a live token used, in the caller's transaction, and returns its user. One
+    conditional UPDATE: of any number of parallel uses exactly one gets a row back."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidAccountToken()
+    user_id = await session.scalar(
+        update(AccountToken)
+        .where(_live(tenant_id, purpose, token, now))
+        .values(used_at=now)
+        .returning(AccountToken.user_id)
+        .execution_options(synchronize_session=False)
+    )
+    if user_id is None:
+        raise InvalidAccountToken()
+    return user_id
+
+
+def _live(tenant_id: uuid.UUID, purpose: str, token: str, now: datetime) -> ColumnElement[bool]:
+    return and_(
+        AccountToken.token_hash == digest(token),
+        AccountToken.tenant_id == tenant_id,
+        AccountToken.purpose == purpose,
+        AccountToken.used_at.is_(None),
+        AccountToken.expires_at > now,
+    )

@@ -1,0 +1,123 @@
+"""Forgotten passwords (API-v2 §1): a reset link by mail, and the reset it allows.
+
+`request_reset` runs after the answer has been sent (the route schedules it), so the
+answer is the same, and takes the same time, whether or not the address has an account:
+what an attacker times is the rate limit and the JSON, never the lookup or the writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from urllib.parse import quote
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from saas_app.audit import service as audit
+from saas_app.audit.service import Origin, Ref
+from saas_app.auth import account_tokens, sessions
+from saas_app.auth.account_tokens import PASSWORD_RESET, InvalidAccountToken
+from saas_app.auth.pending import end_pending_steps
+from saas_app.auth.service import FAILURE_BUCKET
+from saas_app.mail import templates
+from saas_app.mail.outbox import enqueue
+from saas_app.runtime import Runtime
+from saas_app.security.emails import normalize_email
+from saas_app.tenancy.cache import TenantInfo
+from saas_app.users import service as users
+from saas_app.users.models import User
+
+logger = logging.getLogger("saas_app.auth")
+FORGOT_BUCKET = "forgot_password"
+
+
+async def request_reset(*, runtime: Runtime, tenant: TenantInfo, email: str, origin: Origin) -> None:
+    """Mails a reset link to the account with this address, if there is an active one."""
+    try:
+        async with runtime.session_factory() as session:
+            user = await users.find_by_email(session=session, tenant_id=tenant.id, email=email)
+        if user is None or not user.is_active:
+            return
+        async with runtime.write_session_factory() as session, session.begin():
+            await _mail_reset_link(session, runtime, tenant, user, origin)
+    except Exception:  # after the answer: nobody to tell but the log (never the address)
+        logger.exception("a password reset mail could not be written")
+
+
+async def _mail_reset_link(
+    session: AsyncSession, runtime: Runtime, tenant: TenantInfo, user: User, origin: Origin
+) -> None:
+    minutes = runtime.settings.PASSWORD_RESET_TTL_MINUTES
+    token = await account_tokens.issue(
+        session,
+        tenant_id=tenant.id,
+        user_id=user.id,
+        purpose=PASSWORD_RESET,
+        ttl=timedelta(minutes=minutes),
+        now=origin.now,
+    )
+    link = f"{runtime.settings.PUBLIC_URL}/t/{quote(tenant.slug)}/reset-password?token={quote(token)}"
+    text, html = templates.render(
+        "password_reset", tenant_name=tenant.name, email=user.email, minutes=f"{minutes:g}", link=link
+    )
+    enqueue(
+        session,
+        tenant_id=tenant.id,
+        purpose=PASSWORD_RESET,
+        recipient=user.email,
+        subject=f"Reset your {tenant.name} password",
+        text_body=text,
+        html_body=html,
+        sender_name=tenant.name,
+        now=origin.now,
+    )
+    await audit.record(
+        session=session,
+        tenant_id=tenant.id,
+        action="password.reset_requested",
+        origin=origin,
+        target=Ref("user", user.id),
+    )
+
+
+async def reset_password(
+    *,
+    session: AsyncSession,
+    runtime: Runtime,
+    tenant: TenantInfo,
+    token: str,
+    new_password: str,
+    origin: Origin,
+) -> None:
+    """Sets a new password with a reset token: the token is spent, every session of the
+    user ends (and every login waiting for its second step), the account's login throttle
+    is cleared. A deactivated user's token is as invalid as any other."""
+    user_id = await account_tokens.holder(
+        session, tenant_id=tenant.id, purpose=PASSWORD_RESET, token=token, now=origin.now
+    )
+    await session.commit()  # nothing written yet; do not hold a lock while hashing
+    # Hashed only for a token that was live a moment ago: a stream of guessed tokens costs
+    # a lookup each, not a bcrypt each. `spend` below decides, atomically, who wins.
+    new_hash = await runtime.hasher.hash(new_password)
+    spent_by = await account_tokens.spend(
+        session, tenant_id=tenant.id, purpose=PASSWORD_RESET, token=token, now=origin.now
+    )
+    user = await session.get(User, spent_by)
+    if user is None or user.tenant_id != tenant.id or not user.is_active or spent_by != user_id:
+        raise InvalidAccountToken()
+    user.password_hash = new_hash
+    ended = await sessions.revoke_all(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
+    pending = await end_pending_steps(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
+    await audit.record(
+        session=session,
+        tenant_id=tenant.id,
+        action="password.reset",
+        origin=origin,
+        target=Ref("user", user.id),
+        details={"sessions_ended": ended, "pending_logins_ended": pending},
+    )
+    # Whoever was locked out by failed logins (perhaps the attacker's) may sign in again.
+    # (Before the request's unit of work commits: should that fail, a cleared throttle
+    # costs nothing.)
+    limit = runtime.settings.LOGIN_FAILURE_LIMIT
+    await runtime.limiter.clear(FAILURE_BUCKET, limit, str(tenant.id), normalize_email(user.email))
