@@ -23,7 +23,7 @@ from saas_app.audit.service import Origin, Ref
 from saas_app.core.clock import SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.errors import DomainError
-from saas_app.core.logging import server_log_config
+from saas_app.core.logging import configure_logging, server_log_config
 from saas_app.mail import commands as mail
 from saas_app.rbac import service as rbac
 from saas_app.rbac.permissions import BUILTIN_ROLES, CATALOGUE
@@ -290,6 +290,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def _mail(args: argparse.Namespace, settings: Settings) -> None:
+    configure_logging(settings)  # the worker's per-message lines, as the server logs them
+    if args.mail_command != "worker" and not await mail.outbox_exists(settings):
+        raise InvalidInput("the database has no outbox (run `python -m saas_app migrate`) or is unreachable")
     if args.mail_command == "list":
         await mail.list_messages(settings)
     elif args.mail_command == "show":

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -49,9 +50,10 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 class Mailbox:
     """aiosmtpd's handler: keeps what it accepts; `reply` makes it answer DATA otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_message: Callable[[], None] | None = None) -> None:
         self.received: list[EmailMessage] = []
         self.reply: str | None = None
+        self.on_message = on_message  # called (in the server's thread) for each one accepted
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
         if self.reply is not None:
@@ -59,6 +61,8 @@ class Mailbox:
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.received.append(parsed)
+        if self.on_message is not None:
+            self.on_message()
         return "250 OK"
 
 
@@ -95,7 +99,11 @@ async def mail_app(
     settings = make_settings(SMTP_URL=smtp_url, MAIL_SENDER_IN_APP=False, **overrides)
     async with make_client(settings) as client:
         runtime: Runtime = client.app.state.runtime
-        yield client, runtime, MailSender(runtime.write_session_factory, settings, runtime.clock)
+        yield (
+            client,
+            runtime,
+            MailSender(runtime.session_factory, runtime.write_session_factory, settings, runtime.clock),
+        )
 
 
 @dataclass
@@ -164,7 +172,7 @@ async def test_a_message_goes_out_once_with_a_text_and_an_html_part(outbox: Outb
     assert received["To"] == "user0@example.com"
     assert received["From"] == "Acme <no-reply@localhost>"
     assert received["Subject"] == "Message 0"
-    assert sent_id.hex in received["Message-ID"]
+    assert received["Message-ID"] == f"<{sent_id.hex}@localhost>"  # the same on every attempt
     text, html = received.get_body(("plain",)), received.get_body(("html",))
     assert text is not None
     assert "reset-password?token=secret0" in text.get_content()
@@ -293,7 +301,7 @@ async def test_a_message_still_unsent_after_the_maximum_age_fails(
 
         # One whose sender died with it (claimed, never recorded) ends too, when next due.
         (orphan,) = await write_messages(runtime)
-        assert len(await sender._claim()) == 1
+        assert len((await sender._claim()).messages) == 1
         clock.advance(seconds=120)  # past both the lease and the maximum age
         assert await sender.deliver_due() == 0
         stored = await message(runtime, orphan)
@@ -304,7 +312,9 @@ async def test_two_senders_send_each_of_many_messages_exactly_once(outbox: Outbo
     """Two senders (two processes' worth: each claims in its own transactions) race over
     one outbox: PostgreSQL skips rows the other holds, SQLite serialises the claims."""
     box, runtime, first = outbox.box, outbox.runtime, outbox.sender
-    second = MailSender(runtime.write_session_factory, runtime.settings, runtime.clock)
+    second = MailSender(
+        runtime.session_factory, runtime.write_session_factory, runtime.settings, runtime.clock
+    )
     await write_messages(runtime, 200)
 
     async def drain(sender: MailSender) -> int:
@@ -366,6 +376,98 @@ async def test_delivered_and_failed_mail_is_purged_after_30_days_and_unsent_mail
     clock.advance(days=2)
     assert await purge() == 2
     assert await states(runtime) == {PENDING: 1}
+
+
+async def test_what_a_sender_claimed_but_could_not_try_in_its_lease_goes_back_uncharged(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], clock: FrozenClock
+) -> None:
+    """A slow server: each message takes a minute (the test's clock). The sender stops
+    starting messages before its lease could run out under them, and gives the rest back,
+    so no other sender ever sends one of them a second time."""
+    box = Mailbox(on_message=lambda: clock.advance(seconds=60))
+    with smtp_server(box) as port:
+        async with mail_app(make_client, make_settings, f"smtp://127.0.0.1:{port}") as (_, runtime, sender):
+            await write_messages(runtime, 5)
+            assert await sender.deliver_due() == 5  # claims 5, sends 1: 60 s > the window (40 s)
+            assert await states(runtime) == {SENT: 1, PENDING: 4}
+            async with runtime.session_factory() as session:
+                attempts = await session.scalars(
+                    select(MailMessage.attempts).where(MailMessage.state == PENDING)
+                )
+                assert set(attempts.all()) == {0}  # never tried: not counted
+            for _ in range(4):
+                await sender.deliver_due()
+            assert await states(runtime) == {SENT: 5}
+    assert len(box.received) == 5
+
+
+async def test_closing_the_sender_finishes_the_message_in_flight_and_gives_back_the_rest(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A deploy stops the app while mail goes out: nothing is sent twice afterwards."""
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slowly() -> None:  # in the server's thread: each reply takes 50 ms
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.05)
+
+    box = Mailbox(on_message=slowly)
+    with smtp_server(box) as port:
+        async with mail_app(make_client, make_settings, f"smtp://127.0.0.1:{port}") as (_, runtime, sender):
+            await write_messages(runtime, 30)
+            sender.start()
+            await started.wait()
+            await sender.close()
+            counts = await states(runtime)
+            assert counts.get(SENT, 0) == len(box.received) >= 1
+            assert counts.get(SENT, 0) + counts.get(PENDING, 0) == 30  # none left "sending"
+            assert counts.get(PENDING, 0) > 0  # it did stop mid-batch
+            after = MailSender(
+                runtime.session_factory, runtime.write_session_factory, runtime.settings, runtime.clock
+            )
+            while await after.deliver_due():
+                pass
+            assert await states(runtime) == {SENT: 30}
+    subjects = [m["Subject"] for m in box.received]
+    assert sorted(subjects) == sorted(f"Message {n}" for n in range(30))  # each once
+
+
+async def test_a_5xx_greeting_is_the_servers_state_and_fails_no_message(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """554 on connect (a server out of service): the messages wait, uncharged."""
+
+    async def refuse(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"554 5.3.2 Service currently unavailable\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with mail_app(make_client, make_settings, f"smtp://127.0.0.1:{port}") as (_, runtime, sender):
+            ids = await write_messages(runtime, 5)
+            await sender.deliver_due()
+            assert await states(runtime) == {PENDING: 5}
+            stored = await message(runtime, ids[0])
+            assert (stored.attempts, stored.last_error) == (0, "reply 554")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_message_goes_to_exactly_one_address() -> None:
+    with pytest.raises(ValueError, match="exactly one address"):
+        enqueue(
+            None,  # type: ignore[arg-type]  # refused before the session is used
+            tenant_id=None,
+            purpose="t",
+            recipient="victim@example.com, attacker@evil.example",
+            subject="s",
+            text_body="b",
+            now=dt.datetime.now(dt.UTC),
+        )
 
 
 # --- TLS and AUTH ---------------------------------------------------------------------------
@@ -476,6 +578,22 @@ async def test_implicit_tls_on_smtps(
     assert len(box.received) == 1
 
 
+async def test_with_a_login_starttls_is_required_unless_the_url_says_otherwise(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """A server (or whoever is in the middle) that offers no STARTTLS never sees the
+    password: with credentials in SMTP_URL and no `starttls`, TLS is required."""
+    box, accounts = Mailbox(), Accounts()
+    with smtp_server(box, authenticator=accounts, auth_require_tls=False) as port:
+        url = f"smtp://mailer:p%40ss%3Aword@127.0.0.1:{port}"
+        async with mail_app(make_client, make_settings, url) as (_, runtime, sender):
+            (kept,) = await write_messages(runtime)
+            await sender.deliver_due()
+            assert (await message(runtime, kept)).state == PENDING
+    assert accounts.tried == []
+    assert box.received == []
+
+
 async def test_a_wrong_password_keeps_the_message_for_when_it_is_fixed(
     make_client: Callable[..., Any],
     make_settings: Callable[..., Settings],
@@ -557,3 +675,25 @@ async def test_mail_list_and_show_print_the_outbox(
     nowhere = cli("worker")
     assert nowhere.returncode == 1
     assert "SMTP_URL" in nowhere.stderr
+
+    # A subject cannot drive the operator's terminal: control characters are spelled out.
+    async with runtime.write_session_factory() as session, session.begin():
+        enqueue(
+            session,
+            tenant_id=None,
+            purpose="t",
+            recipient="b@example.com",
+            subject="\x1b[2J\x1b[31mURGENT",
+            text_body="b",
+            now=runtime.clock.now(),
+        )
+    listed = cli("list")
+    assert "\\x1b[2J\\x1b[31mURGENT" in listed.stdout
+    assert "\x1b" not in listed.stdout
+
+    # A database that was never migrated: one line, not a traceback.
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    empty = cli("list")
+    assert empty.returncode == 1
+    assert empty.stderr.count("\n") == 1
+    assert "migrate" in empty.stderr

@@ -7,11 +7,13 @@ import contextlib
 import signal
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import OperationalError
 
 from saas_app.core.clock import SystemClock
 from saas_app.core.config import Settings
-from saas_app.core.errors import NotFound
+from saas_app.core.db import create_engine
+from saas_app.core.errors import DomainError, NotFound
 from saas_app.mail.models import MailMessage
 from saas_app.mail.outbox import as_email
 from saas_app.mail.sender import MailSender
@@ -25,6 +27,18 @@ class MessageNotFound(NotFound):
     title = "No such message in the outbox"
 
 
+async def outbox_exists(settings: Settings) -> bool:
+    """Whether the database has the outbox's table (it has been migrated this far)."""
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: inspect(sync).has_table(MailMessage.__tablename__))
+    except (OperationalError, OSError):
+        return False
+    finally:
+        await engine.dispose()
+
+
 async def list_messages(settings: Settings) -> None:
     """The newest messages: id, when written, state, recipient, subject."""
     runtime = Runtime.build(settings, SystemClock())
@@ -34,7 +48,8 @@ async def list_messages(settings: Settings) -> None:
                 select(MailMessage).order_by(MailMessage.created_at.desc(), MailMessage.id).limit(LISTED)
             )
             for m in rows:
-                print(f"{m.id}  {m.created_at:%Y-%m-%d %H:%M:%S}  {m.state:<7}  {m.recipient}  {m.subject}")
+                shown = f"{m.state:<7}  {shown_safely(m.recipient)}  {shown_safely(m.subject)}"
+                print(f"{m.id}  {m.created_at:%Y-%m-%d %H:%M:%S}  {shown}")
     finally:
         await close_runtime(runtime)
 
@@ -51,14 +66,29 @@ async def show_message(settings: Settings, message_id: str) -> None:
             message = await session.get(MailMessage, wanted)
             if message is None:
                 raise MessageNotFound()
+        try:
             email = as_email(message, settings.MAIL_FROM, message.created_at)
+        except ValueError:
+            raise MalformedMessage() from None
         for name in ("From", "To", "Subject", "Date"):
-            print(f"{name}: {email[name]}")
+            print(f"{name}: {shown_safely(str(email[name]))}")
         print(f"State: {message.state} ({message.attempts} attempt(s){_why(message)})\n")
         text = email.get_body(("plain",))
-        print(text.get_content() if text is not None else "")
+        print(shown_safely(text.get_content(), keep="\n") if text is not None else "")
     finally:
         await close_runtime(runtime)
+
+
+class MalformedMessage(DomainError):
+    status = 422
+    code = "malformed_message"
+    title = "The message has a header no server would take (it fails when sent)"
+
+
+def shown_safely(text: str, keep: str = "") -> str:
+    """`text` with control characters spelled out: a subject cannot move the cursor,
+    recolour the terminal or start a line of its own."""
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
 def _why(message: MailMessage) -> str:
@@ -70,7 +100,7 @@ async def worker(settings: Settings) -> None:
     if settings.SMTP_URL is None:
         raise NotFound("SMTP_URL is not set: there is nowhere to send to.")
     runtime = Runtime.build(settings, SystemClock())
-    sender = MailSender(runtime.write_session_factory, settings, runtime.clock)
+    sender = MailSender(runtime.session_factory, runtime.write_session_factory, settings, runtime.clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

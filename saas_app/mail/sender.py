@@ -3,14 +3,19 @@
 - **Each message once, on any number of workers and nodes**: a sender claims a batch in
   one short transaction (`state = sending`, with a lease), PostgreSQL skipping rows
   another sender holds (`FOR UPDATE SKIP LOCKED`), SQLite serialising the claims under
-  its write lock; then it sends, with no transaction open, and records the outcome. A
-  sender that dies mid-send leaves the claim to expire, and the message goes again:
-  delivery is at least once, as with any outbox (a duplicate needs a crash between the
-  SMTP server's 250 and the next commit).
-- **Retries**: a 4xx reply, a refused or lost connection, a timeout or a failed login
-  wait 1, 2, 4 ... s, at most 60 s, between tries; a 5xx reply fails the message at once;
-  one still unsent `MAIL_MAX_AGE_HOURS` after it was written fails. Every attempt is
-  logged with the message's id and purpose, never its body (it holds tokens) or address.
+  its write lock; then it sends them on one connection, with no transaction open,
+  recording each outcome as soon as the server answers. What it claimed and did not try
+  (it is stopping, the server went away, or the lease is running out) goes back,
+  uncharged. A sender killed mid-send leaves its claim to expire and that message goes
+  again: delivery is at least once, as with any outbox, and a duplicate needs a crash
+  between the SMTP server's 250 and the next commit. The Message-ID is the row's, so a
+  receiving system can tell the two apart.
+- **Retries**: a message's own 4xx (RCPT, DATA) waits 1, 2, 4 ... s, at most 60 s; its
+  own 5xx fails it at once. A fault of the server or the configuration (refused or lost
+  connection, timeout, TLS, EHLO, login, MAIL FROM, a 5xx greeting) charges no message:
+  the sender backs off (1 ... 60 s) and the batch waits. A message still unsent
+  `MAIL_MAX_AGE_HOURS` after it was written fails. Every attempt is logged with the
+  message's id and purpose, never its body (it holds tokens) or address.
 """
 
 from __future__ import annotations
@@ -18,13 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 import aiosmtplib
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from saas_app.core.clock import Clock
@@ -38,6 +42,11 @@ logger = logging.getLogger("saas_app.mail")
 POLL_SECONDS = 1.0  # how long a new message may wait while the sender is idle
 BATCH = 50  # messages claimed, and sent on one connection, at a time
 MAX_BACKOFF_SECONDS = 60
+# The server's answer about this message (RCPT, DATA): its own outcome. Anything else
+# (connect, TLS, EHLO, login, MAIL FROM, a lost connection) is the server's or the
+# operator's state: the messages wait, uncharged, and the sender backs off.
+MESSAGE_FAULTS = (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError)
+SERVER_FAULTS = (aiosmtplib.SMTPException, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,68 +56,96 @@ class Outcome:
 
     @classmethod
     def of(cls, exc: BaseException) -> Outcome:
+        """A message's own refusal: 5xx fails it, anything else tries again."""
         if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
             codes = [refused.code for refused in exc.recipients]
             permanent = bool(codes) and all(500 <= code < 600 for code in codes)
             return cls(FAILED if permanent else PENDING, f"recipient refused {codes}")
-        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-            # A 535 is the operator's configuration, not the message's fault: keep the
-            # message until the credentials are fixed (or it grows too old).
-            return cls(PENDING, f"login refused {exc.code}")
-        if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(
-            exc, aiosmtplib.SMTPServerDisconnected
-        ):
-            return cls(FAILED if 500 <= exc.code < 600 else PENDING, f"reply {exc.code}")
-        return cls(PENDING, type(exc).__name__)  # connection refused or lost, timeout, TLS
+        code = getattr(exc, "code", 0)
+        return cls(FAILED if 500 <= code < 600 else PENDING, describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, for the log and `last_error`: a reply code or an error kind, never
+    the server's text (it may quote the address)."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return f"login refused {exc.code}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"reply {exc.code}"
+    return type(exc).__name__
 
 
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(MAX_BACKOFF_SECONDS, 2 ** max(0, attempts - 1)))
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    messages: list[MailMessage]
+    send_until: datetime  # a message started later might outlive the lease: left to the next pass
+
+
 class MailSender:
     """Runs in the app's lifespan (`MAIL_SENDER_IN_APP`) or alone (`python -m saas_app
     mail worker`); `deliver_due()` is one pass, `run()` passes until closed."""
 
-    def __init__(self, factory: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        reads: async_sessionmaker[AsyncSession],
+        writes: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
         assert settings.SMTP_URL is not None
-        self._factory = factory
+        self._reads, self._writes = reads, writes
         self._server = SmtpServer.parse(settings.SMTP_URL)
         self._from = settings.MAIL_FROM
         self._timeout = settings.SMTP_TIMEOUT_SECONDS
         self._max_age = timedelta(hours=settings.MAIL_MAX_AGE_HOURS)
-        self._lease = timedelta(seconds=settings.SMTP_TIMEOUT_SECONDS * 3 + 30)
+        # A message's exchange takes at most about 4 timeouts (MAIL, RCPT, DATA, its end);
+        # one started before `send_until` ends before the lease does.
+        self._lease = timedelta(seconds=self._timeout * 6 + 30)
+        self._send_window = self._lease - timedelta(seconds=self._timeout * 5)
         self._clock = clock
+        self._server_failures = 0  # in a row: the sender's own back-off
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="mail sender")
 
     async def close(self) -> None:
-        if self._task is not None:
+        """Stops after the message being sent (bounded by the SMTP timeouts): what it
+        claimed and did not try goes back to the outbox, uncharged, for the next sender."""
+        self._stopping.set()
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=self._timeout * 4 + 1)
+        if not done:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                sent = await self.deliver_due()
+                claimed = await self.deliver_due()
             except Exception as exc:  # the database is down: try again, say so now and then
                 kind = type(exc).__name__
                 REPEATS.log(logger, logging.ERROR, "mail:pass", "mail sender: a pass failed (%s)", kind)
-                sent = 0
-            if sent < BATCH:
-                await asyncio.sleep(POLL_SECONDS)
+                claimed = 0
+            if claimed < BATCH:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self._stopping.wait()
 
     async def deliver_due(self) -> int:
-        """Claims what is due, sends it, records each outcome; returns how many were claimed."""
-        claimed = await self._claim()
-        if not claimed:
-            return 0
-        outcomes = await self._send(claimed)
-        await self._record(claimed, outcomes)
-        return len(claimed)
+        """Claims what is due, sends it, records each outcome as it comes; returns how many
+        were claimed."""
+        claim = await self._claim()
+        if claim.messages:
+            await self._deliver(claim)
+        return len(claim.messages)
 
     def _due(self, now: datetime) -> ColumnElement[bool]:
         """Pending and due, or claimed by a sender whose lease ran out."""
@@ -117,13 +154,13 @@ class MailSender:
             MailMessage.next_attempt_at <= now,
         )
 
-    async def _claim(self) -> list[MailMessage]:
+    async def _claim(self) -> Claim:
         now = self._clock.now()
-        async with self._factory() as session:
+        async with self._reads() as session:
             # A read first: an idle outbox costs one indexed SELECT a second, no write lock.
             if (await session.scalar(select(MailMessage.id).where(self._due(now)).limit(1))) is None:
-                return []
-        async with self._factory() as session, session.begin():
+                return Claim([], now)
+        async with self._writes() as session, session.begin():
             # Too old to send: failed here too, so a message whose sending never gets as far
             # as a record (a sender that dies on it, every time) still ends.
             await session.execute(
@@ -149,63 +186,89 @@ class MailSender:
             messages = list(claimed.all())
             for message in messages:
                 session.expunge(message)
-            return messages
+        return Claim(messages, now + self._send_window)
 
-    async def _send(self, messages: list[MailMessage]) -> dict[uuid.UUID, Outcome]:
-        outcomes: dict[uuid.UUID, Outcome] = {}
-        emails: dict[uuid.UUID, EmailMessage] = {}
-        for message in messages:
+    async def _deliver(self, claim: Claim) -> None:
+        untried: list[tuple[MailMessage, EmailMessage]] = []
+        for message in claim.messages:
             try:
-                emails[message.id] = as_email(message, self._from, self._clock.now())
+                untried.append((message, as_email(message, self._from, self._clock.now())))
             except ValueError:  # a header no server should see (enqueue refuses these)
-                outcomes[message.id] = Outcome(FAILED, "malformed message")
-        if not emails:
-            return outcomes
+                await self._record(message, Outcome(FAILED, "malformed message"))
+        if not untried:
+            return
         try:
             async with SmtpSession(self._server, self._timeout) as smtp:
-                for message_id, email in emails.items():
+                self._server_failures = 0
+                while untried and not self._stopping.is_set() and self._clock.now() < claim.send_until:
+                    message, email = untried.pop(0)
                     try:
-                        await smtp.send(email)
-                        outcomes[message_id] = Outcome(SENT)
-                    except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
-                        outcomes[message_id] = Outcome.of(exc)  # the connection goes on
-        except (aiosmtplib.SMTPException, OSError) as exc:  # connect, TLS, login, lost connection
-            failure = Outcome.of(exc)
-            for message_id in emails:
-                outcomes.setdefault(message_id, failure)  # the ones not sent before it
-        return outcomes
+                        await smtp.send(email, sender=self._from, recipient=message.recipient)
+                    except MESSAGE_FAULTS as exc:
+                        await self._record(message, Outcome.of(exc))
+                    except SERVER_FAULTS as exc:  # mid-exchange: this one is charged, not the rest
+                        await self._record(message, Outcome(PENDING, describe(exc)))
+                        raise
+                    else:
+                        await self._record(message, Outcome(SENT))
+        except SERVER_FAULTS as exc:
+            self._server_failures += 1
+            detail = describe(exc)
+            REPEATS.log(
+                logger, logging.WARNING, f"mail:server:{detail}", "mail server unavailable: %s", detail
+            )
+            await self._release(untried, backoff(self._server_failures), detail)
+            return
+        await self._release(untried, timedelta(0), None)  # stopping, or the lease is running out
 
-    async def _record(self, messages: list[MailMessage], outcomes: dict[uuid.UUID, Outcome]) -> None:
+    async def _record(self, message: MailMessage, outcome: Outcome) -> None:
         now = self._clock.now()
-        async with self._factory() as session, session.begin():
-            for message in messages:
-                outcome = outcomes[message.id]
-                state = outcome.state
-                if state == PENDING and now - message.created_at >= self._max_age:
-                    state = FAILED
-                values: dict[str, object] = {"state": state, "last_error": outcome.detail}
-                if state == SENT:
-                    values["sent_at"] = now
-                elif state == PENDING:
-                    values["next_attempt_at"] = now + backoff(message.attempts)
-                await session.execute(
-                    update(MailMessage)
-                    # Still this sender's claim (not taken again after its lease ran out).
-                    .where(
-                        MailMessage.id == message.id,
-                        MailMessage.state == SENDING,
-                        MailMessage.attempts == message.attempts,
-                    )
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-                level = logging.WARNING if state == FAILED else logging.INFO
-                logger.log(
-                    level,
-                    "mail %s (%s): %s after %d attempt(s)%s",
-                    message.id,
-                    message.purpose,
-                    state,
-                    message.attempts,
-                    f" ({outcome.detail})" if outcome.detail else "",
-                )
+        state = outcome.state
+        if state == PENDING and now - message.created_at >= self._max_age:
+            state = FAILED
+        values: dict[str, object] = {"state": state, "last_error": outcome.detail}
+        if state == SENT:
+            values["sent_at"] = now
+        elif state == PENDING:
+            values["next_attempt_at"] = now + backoff(message.attempts)
+        async with self._writes() as session, session.begin():
+            await session.execute(self._still_ours(message).values(**values))
+        level = logging.WARNING if state == FAILED else logging.INFO
+        detail = f" ({outcome.detail})" if outcome.detail else ""
+        logger.log(
+            level,
+            "mail %s (%s): %s after %d attempt(s)%s",
+            message.id,
+            message.purpose,
+            state,
+            message.attempts,
+            detail,
+        )
+
+    async def _release(
+        self, untried: list[tuple[MailMessage, EmailMessage]], wait: timedelta, detail: str | None
+    ) -> None:
+        """Back to the outbox, uncharged: the attempt the claim counted was never made."""
+        if not untried:
+            return
+        due = self._clock.now() + wait
+        async with self._writes() as session, session.begin():
+            for message, _ in untried:
+                values: dict[str, object] = {"state": PENDING, "next_attempt_at": due}
+                values["attempts"] = message.attempts - 1
+                if detail is not None:
+                    values["last_error"] = detail
+                await session.execute(self._still_ours(message).values(**values))
+
+    def _still_ours(self, message: MailMessage) -> Update:
+        """An UPDATE of `message` that changes nothing unless it is still this sender's claim
+        (not taken again by another after the lease ran out)."""
+        return (
+            update(MailMessage)
+            .where(
+                MailMessage.id == message.id,
+                MailMessage.state == SENDING,
+                MailMessage.attempts == message.attempts,
+            )
+            .execution_options(synchronize_session=False)
+        )

@@ -26,7 +26,7 @@ class SmtpServer:
     username: str | None
     password: str | None = None
     implicit_tls: bool = False
-    starttls: bool | None = None  # None: STARTTLS when the server offers it
+    starttls: bool | None = None  # None: STARTTLS when offered (only without a login)
 
     @classmethod
     def parse(cls, url: str) -> SmtpServer:
@@ -53,8 +53,17 @@ class SmtpServer:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             implicit_tls=implicit,
-            starttls=False if implicit else (STARTTLS_WORDS[starttls] if starttls is not None else None),
+            starttls=False if implicit else _starttls(starttls, has_login=bool(parts.username)),
         )
+
+
+def _starttls(word: str | None, *, has_login: bool) -> bool | None:
+    if word is not None:
+        return STARTTLS_WORDS[word]
+    # Absent: required when there is a password to send (a server, or whoever stands
+    # between, that does not offer STARTTLS would otherwise get it in clear); otherwise
+    # used when offered, as a local relay on port 25 may not offer it.
+    return True if has_login else None
 
 
 class SmtpSession:
@@ -84,5 +93,6 @@ class SmtpSession:
             except aiosmtplib.SMTPException:
                 self._client.close()
 
-    async def send(self, message: EmailMessage) -> None:
-        await self._client.send_message(message)
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None:
+        # The envelope is given, never read from the headers: one recipient, always.
+        await self._client.send_message(message, sender=sender, recipients=[recipient])
