@@ -235,17 +235,36 @@ async def test_a_4xx_reply_waits_and_retries_and_a_5xx_reply_fails_the_message(
 
 
 async def test_a_header_with_a_line_break_is_refused_and_never_blocks_the_others(outbox: Outbox) -> None:
-    """CR/LF in a header would let a subject smuggle in a Bcc: enqueue refuses it; a row
-    written some other way (SQL) fails alone, and the rest of its batch still goes."""
+    """CR/LF in a header would let a subject smuggle in a Bcc: enqueue puts a subject or a
+    sender's name (a tenant's name: any text) on one line within its column, and refuses
+    such a recipient; a row written some other way (SQL) fails alone, and the rest of its
+    batch still goes."""
     box, runtime, sender = outbox.box, outbox.runtime, outbox.sender
     async with runtime.write_session_factory() as session:
-        for field in ("subject", "recipient", "sender_name"):
-            fields = {"subject": "s", "recipient": "a@example.com", "sender_name": "n"}
-            fields[field] = "x\r\nBcc: victim@example.com"
-            with pytest.raises(ValueError, match="line break"):
-                enqueue(
-                    session, tenant_id=None, purpose="test", text_body="b", now=runtime.clock.now(), **fields
-                )
+        with pytest.raises(ValueError, match="line break"):
+            enqueue(
+                session,
+                tenant_id=None,
+                purpose="test",
+                recipient="a@example.com\r\nBcc: victim@example.com",
+                subject="s",
+                text_body="b",
+                now=runtime.clock.now(),
+            )
+        flattened = enqueue(
+            session,
+            tenant_id=None,
+            purpose="test",
+            recipient="a@example.com",
+            subject="x\r\nBcc: victim@example.com\u2028y" + "z" * 300,
+            sender_name="Acme\nInc.\x85",
+            text_body="b",
+            now=runtime.clock.now(),
+        )
+        assert flattened.subject.startswith("x Bcc: victim@example.com yzzz")
+        assert len(flattened.subject) == 200
+        assert flattened.sender_name == "Acme Inc."
+        await session.rollback()
     (good,) = await write_messages(runtime)
     async with runtime.write_session_factory() as session, session.begin():
         smuggled = enqueue(
@@ -678,15 +697,16 @@ async def test_mail_list_and_show_print_the_outbox(
 
     # A subject cannot drive the operator's terminal: control characters are spelled out.
     async with runtime.write_session_factory() as session, session.begin():
-        enqueue(
+        odd = enqueue(
             session,
             tenant_id=None,
             purpose="t",
             recipient="b@example.com",
-            subject="\x1b[2J\x1b[31mURGENT",
+            subject="s",
             text_body="b",
             now=runtime.clock.now(),
         )
+        odd.subject = "\x1b[2J\x1b[31mURGENT"  # as if written by hand (enqueue would flatten it)
     listed = cli("list")
     assert "\\x1b[2J\\x1b[31mURGENT" in listed.stdout
     assert "\x1b" not in listed.stdout

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from saas_app.auth.models import AccountToken
 from saas_app.core.errors import DomainError
 from saas_app.security.opaque import digest
+from saas_app.users.models import User
 
 PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose, not a password)
 TOKEN_BYTES = 32  # 256 bits (API-v2 asks for at least 128)
@@ -37,17 +38,11 @@ async def issue(
 ) -> str:
     """A new token; the user's earlier unspent tokens of this purpose stop working (only the
     newest link in a mailbox does anything)."""
-    await session.execute(
-        update(AccountToken)
-        .where(
-            AccountToken.tenant_id == tenant_id,
-            AccountToken.user_id == user_id,
-            AccountToken.purpose == purpose,
-            AccountToken.used_at.is_(None),
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    # The user's row locked first (PostgreSQL; SQLite's writers are serialised already):
+    # two requests at once would otherwise each retire what the other has not committed,
+    # and both links would live.
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    await retire(session, tenant_id=tenant_id, user_id=user_id, purpose=purpose, now=now)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     session.add(
         AccountToken(
@@ -62,16 +57,22 @@ async def issue(
     return token
 
 
-async def holder(
-    session: AsyncSession, *, tenant_id: uuid.UUID, purpose: str, token: str, now: datetime
-) -> uuid.UUID:
-    """The user a live token was issued to (a read: nothing is spent); else InvalidAccountToken."""
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidAccountToken()
-    user_id = await session.scalar(select(AccountToken.user_id).where(_live(tenant_id, purpose, token, now)))
-    if user_id is None:
-        raise InvalidAccountToken()
-    return user_id
+async def retire(
+    session: AsyncSession, *, tenant_id: uuid.UUID, user_id: uuid.UUID, purpose: str, now: datetime
+) -> None:
+    """Spends every live token of the user for `purpose` (a new one, a password change or
+    reset, a deactivation: the links already mailed must stop working)."""
+    await session.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.tenant_id == tenant_id,
+            AccountToken.user_id == user_id,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def spend(
@@ -79,7 +80,7 @@ async def spend(
 ) -> uuid.UUID:
     """Marks a live token used, in the caller's transaction, and returns its user. One
     conditional UPDATE: of any number of parallel uses exactly one gets a row back."""
-    if len(token) > MAX_TOKEN_LENGTH:
+    if not token or len(token) > MAX_TOKEN_LENGTH:  # no token of ours: not even looked up
         raise InvalidAccountToken()
     user_id = await session.scalar(
         update(AccountToken)

@@ -1,7 +1,10 @@
-"""Logins left half-way: an `mfa_token` (login or enrolment kind) or an unused login code.
+"""Logins left half-way: an `mfa_token` (login or enrolment kind), an unused login code, or
+a link mailed to the user (a password reset).
 
-Each proves a first factor. A password change or a deactivation declares that proof void,
-so whoever holds one must not finish that login afterwards (ASVS 5.0 V7.4.1, V7.4.3).
+Each proves a first factor, or stands in for one. A password change, a reset or a
+deactivation declares that proof void, so whoever holds one must not finish that login
+afterwards (ASVS 5.0 V7.4.1, V7.4.3): a reset link mailed before a password change must
+not work after it, nor one mailed before a deactivation after a reactivation.
 A module of its own so that both auth/service.py and users/service.py can call it.
 """
 
@@ -13,17 +16,17 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from saas_app.auth.models import LoginCode
+from saas_app.auth.models import AccountToken, LoginCode
 from saas_app.mfa.models import MfaChallenge
 
 # Both are one-time rows of a user: spent when `used_at` is set, dead after `expires_at`.
-HALF_WAY_LOGINS = (MfaChallenge, LoginCode)
+HALF_WAY_LOGINS = (MfaChallenge, LoginCode, AccountToken)
 
 
 async def end_pending_steps(
     *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, now: datetime
 ) -> int:
-    """Spends every live `mfa_token` and login code of the user, in the caller's transaction
+    """Spends every live `mfa_token`, login code and mailed link of the user, in the caller's transaction
     (so it commits with the change that caused it); returns how many.
 
     A login code ended this way is refused like any spent one, and its replay revokes

@@ -7,10 +7,13 @@ what an attacker times is the rate limit and the JSON, never the lookup or the w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from urllib.parse import quote
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit import service as audit
@@ -29,19 +32,30 @@ from saas_app.users.models import User
 
 logger = logging.getLogger("saas_app.auth")
 FORGOT_BUCKET = "forgot_password"
+WRITE_ATTEMPTS = 4  # over about 3.5 s
 
 
 async def request_reset(*, runtime: Runtime, tenant: TenantInfo, email: str, origin: Origin) -> None:
-    """Mails a reset link to the account with this address, if there is an active one."""
-    try:
-        async with runtime.session_factory() as session:
-            user = await users.find_by_email(session=session, tenant_id=tenant.id, email=email)
-        if user is None or not user.is_active:
+    """Mails a reset link to the account with this address, if there is an active one.
+    A database that is briefly busy or away (a locked SQLite file, a failover) is tried
+    again: after the answer there is nobody else to do it."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            async with runtime.session_factory() as session:
+                user = await users.find_by_email(session=session, tenant_id=tenant.id, email=email)
+            if user is None or not user.is_active:
+                return
+            async with runtime.write_session_factory() as session, session.begin():
+                await _mail_reset_link(session, runtime, tenant, user, origin)
             return
-        async with runtime.write_session_factory() as session, session.begin():
-            await _mail_reset_link(session, runtime, tenant, user, origin)
-    except Exception:  # after the answer: nobody to tell but the log (never the address)
-        logger.exception("a password reset mail could not be written")
+        except (DBAPIError, PoolTimeout, OSError) as exc:
+            if attempt + 1 == WRITE_ATTEMPTS:
+                logger.error("a password reset mail could not be written (%s)", type(exc).__name__)
+                return
+            await asyncio.sleep(0.5 * 2**attempt)
+        except Exception:  # after the answer: nobody to tell but the log (never the address)
+            logger.exception("a password reset mail could not be written")
+            return
 
 
 async def _mail_reset_link(
@@ -89,22 +103,22 @@ async def reset_password(
     new_password: str,
     origin: Origin,
 ) -> None:
-    """Sets a new password with a reset token: the token is spent, every session of the
-    user ends (and every login waiting for its second step), the account's login throttle
-    is cleared. A deactivated user's token is as invalid as any other."""
-    user_id = await account_tokens.holder(
+    """Sets a new password with a reset token: the token is spent, the user's other reset
+    links stop working, every session of the user ends (and every login waiting for its
+    second step), the account's login throttle is lifted. A deactivated user's token is
+    as invalid as any other."""
+    # Spent first, and committed before the (slow) hash: of parallel uses one wins the
+    # UPDATE and the others are refused at once, without a hash each and without waiting
+    # on SQLite's write lock. Should anything fail after this, the link is gone and the
+    # user asks for another: a spent link never works twice.
+    user_id = await account_tokens.spend(
         session, tenant_id=tenant.id, purpose=PASSWORD_RESET, token=token, now=origin.now
     )
-    await session.commit()  # nothing written yet; do not hold a lock while hashing
-    # Hashed only for a token that was live a moment ago: a stream of guessed tokens costs
-    # a lookup each, not a bcrypt each. `spend` below decides, atomically, who wins.
-    new_hash = await runtime.hasher.hash(new_password)
-    spent_by = await account_tokens.spend(
-        session, tenant_id=tenant.id, purpose=PASSWORD_RESET, token=token, now=origin.now
-    )
-    user = await session.get(User, spent_by)
-    if user is None or user.tenant_id != tenant.id or not user.is_active or spent_by != user_id:
+    user = await session.get(User, user_id)
+    if user is None or user.tenant_id != tenant.id or not user.is_active:
         raise InvalidAccountToken()
+    await session.commit()
+    new_hash = await runtime.hasher.hash(new_password)
     user.password_hash = new_hash
     ended = await sessions.revoke_all(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
     pending = await end_pending_steps(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Response
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from saas_app.abuse import per_ip_limit
 from saas_app.auth import recovery
-from saas_app.auth.account_tokens import MAX_TOKEN_LENGTH
 from saas_app.core.openapi import TENANT, problems
 from saas_app.guards import AnonymousOriginDep
 from saas_app.runtime import RuntimeDep, SessionDep
@@ -23,7 +22,9 @@ class ForgotPassword(StrictModel):
 
 
 class PasswordReset(StrictModel):
-    token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH)
+    # No length bounds here: an empty or overlong token is as invalid as any other, and
+    # gets the same 400 invalid_token (account_tokens.spend refuses it without a lookup).
+    token: str
     new_password: str = NewPassword
 
     _password_policy = field_validator("new_password")(check_password)
@@ -48,11 +49,11 @@ async def forgot_password(
 ) -> Accepted:
     """Mails a reset link if the address has an account. The answer is the same, and takes
     the same time, either way: the lookup runs after it is sent."""
-    limit = runtime.settings.FORGOT_PASSWORD_RATE_LIMIT
-    await runtime.limiter.enforce(recovery.FORGOT_BUCKET, limit, str(tenant.id), normalize_email(body.email))
-    background.add_task(
-        recovery.request_reset, runtime=runtime, tenant=tenant, email=body.email, origin=origin
-    )
+    # Per address across every tenant: anyone may open a tenant with any owner address, so
+    # a per-tenant count would let one IP mail a victim from as many tenants as it makes.
+    address, limit = normalize_email(body.email), runtime.settings.FORGOT_PASSWORD_RATE_LIMIT
+    await runtime.limiter.enforce(recovery.FORGOT_BUCKET, limit, address)
+    background.add_task(recovery.request_reset, runtime=runtime, tenant=tenant, email=address, origin=origin)
     return Accepted()
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from saas_app.core.db import Base, UUIDPrimaryKey
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+SUBJECT_LENGTH = SENDER_NAME_LENGTH = 200
 
 
 class MailMessage(UUIDPrimaryKey, Base):
@@ -24,9 +25,9 @@ class MailMessage(UUIDPrimaryKey, Base):
         ForeignKey("tenant.id", ondelete="CASCADE"), index=True
     )
     purpose: Mapped[str] = mapped_column(String(40))  # password_reset, email_verification, ...
-    sender_name: Mapped[str | None] = mapped_column(String(200))  # the From's display name
+    sender_name: Mapped[str | None] = mapped_column(String(SENDER_NAME_LENGTH))  # the From's display name
     recipient: Mapped[str] = mapped_column(String(320))
-    subject: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH))
     text_body: Mapped[str] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(10), default=PENDING)

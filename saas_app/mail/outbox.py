@@ -9,7 +9,7 @@ from email.utils import format_datetime, formataddr, getaddresses
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from saas_app.mail.models import PENDING, MailMessage
+from saas_app.mail.models import PENDING, SENDER_NAME_LENGTH, SUBJECT_LENGTH, MailMessage
 
 
 def enqueue(
@@ -26,17 +26,16 @@ def enqueue(
 ) -> MailMessage:
     """Adds the message to `session`: it is sent only if the caller's transaction commits,
     and it is sent even if the process stops right after (the sender picks it up)."""
-    for header in (recipient, subject, sender_name or ""):
-        if "\r" in header or "\n" in header:  # header injection (a Bcc: smuggled in a subject)
-            raise ValueError("a mail header may not contain a line break")
+    if not recipient.isprintable():
+        raise ValueError("a mail header may not contain a line break")
     if "@" not in recipient or getaddresses([recipient]) != [("", recipient)]:
         raise ValueError("a message goes to exactly one address")  # not "a@x, b@y"
     message = MailMessage(
         tenant_id=tenant_id,
         purpose=purpose,
-        sender_name=sender_name,
+        sender_name=None if sender_name is None else one_line(sender_name, SENDER_NAME_LENGTH),
         recipient=recipient,
-        subject=subject,
+        subject=one_line(subject, SUBJECT_LENGTH),
         text_body=text_body,
         html_body=html_body,
         state=PENDING,
@@ -46,6 +45,14 @@ def enqueue(
     )
     session.add(message)
     return message
+
+
+def one_line(text: str, limit: int) -> str:
+    """A header's text on one line, within its column: a tenant's name may hold line breaks
+    (CR, LF, U+2028, U+0085, ...) or be long, and neither may cost the user their mail, nor
+    start a header of its own (a Bcc: smuggled in a subject)."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def as_email(message: MailMessage, mail_from: str, now: datetime) -> EmailMessage:
