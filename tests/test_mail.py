@@ -40,6 +40,7 @@ from saas_app.housekeeping import purge_expired
 from saas_app.mail.models import FAILED, PENDING, SENT, MailMessage
 from saas_app.mail.outbox import enqueue
 from saas_app.mail.sender import MAX_BACKOFF_SECONDS, MailSender, backoff
+from saas_app.mail.smtp import SmtpServer
 from saas_app.runtime import Runtime
 from tests.conftest import REDIS_URL, ROOT, TEST_JWT_SECRET
 from tests.factories import create_tenant
@@ -717,3 +718,10 @@ async def test_mail_list_and_show_print_the_outbox(
     assert empty.returncode == 1
     assert empty.stderr.count("\n") == 1
     assert "migrate" in empty.stderr
+
+
+def test_the_smtp_password_never_shows_in_a_repr() -> None:
+    server = SmtpServer.parse("smtp://mailer:hunter2-secret@mail.example.com:587")
+    assert server.password == "hunter2-secret"
+    assert "hunter2-secret" not in repr(server)
+    assert server.starttls is True  # a login: STARTTLS required

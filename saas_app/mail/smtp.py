@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,7 +24,7 @@ class SmtpServer:
     host: str
     port: int
     username: str | None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or a traceback
     implicit_tls: bool = False
     starttls: bool | None = None  # None: STARTTLS when offered (only without a login)
 
