@@ -322,3 +322,25 @@ async def test_patch_rejects_bad_body(client: AsyncClient, body: dict[str, Any])
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation_error"
     assert (await client.get(path, headers=tenant.owner.headers)).json()["name"] == "Apollo"
+
+
+async def test_a_name_is_measured_as_sent_not_once_stripped(client: AsyncClient) -> None:
+    """The schema's maxLength counts the text as sent: " " + 200 letters is refused like 201
+    letters (schemathesis found it accepted, and stored stripped), for every stripped name."""
+    tenant = await create_tenant(client)
+    padded = "\u0085" + "p" * 200  # NEL is white space to str.strip()
+    cases = [
+        ("/projects", {"name": padded}, tenant.owner.headers),
+        ("/api-keys", {"name": " " + "k" * 100, "scopes": ["projects:read"]}, tenant.owner.headers),
+    ]
+    for suffix, body, headers in cases:
+        refused = await client.post(tenant.path(suffix), json=body, headers=headers)
+        assert refused.status_code == 422, (suffix, refused.text)
+    owner = {"email": "o@padded.example.com", "password": "a long enough passphrase"}
+    refused = await client.post("/tenants", json={"slug": "padded", "name": padded, "owner": owner})
+    assert refused.status_code == 422, refused.text
+    kept = await client.post(
+        tenant.path("/projects"), json={"name": " " + "p" * 199}, headers=tenant.owner.headers
+    )
+    assert kept.status_code == 201, kept.text
+    assert kept.json()["name"] == "p" * 199

@@ -8,14 +8,19 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from saas_app.api_keys.models import ApiKey
 from saas_app.rbac.schemas import Permission
-from saas_app.users.schemas import INTEGRAL, NAME_SCHEMA, StrictModel
+from saas_app.users.schemas import INTEGRAL, NAME_SCHEMA, STRIPPED_NOT_BLANK, StrictModel
 
 # A subset of the limits library's notation ("100/minute", "5 per 2 hours", and up to four of
 # them joined by ";" or ",": "100/minute; 1000/day", every one enforced): every value the
 # pattern admits parses, so the schema tells exactly what is accepted.
 _RATE_ITEM = r"[1-9][0-9]{0,8} ?(/|per) ?([1-9][0-9]{0,5} ?)?(second|minute|hour|day|month|year)s?"
 RATE_LIMIT_PATTERN = rf"^{_RATE_ITEM}( ?[;,] ?{_RATE_ITEM}){{0,3}}$"
-KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NAME_SCHEMA]
+KeyName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    STRIPPED_NOT_BLANK,
+    NAME_SCHEMA,
+]
 
 
 class ApiKeyCreate(StrictModel):

@@ -7,10 +7,13 @@ from typing import Annotated
 from pydantic import BaseModel, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
-from saas_app.users.schemas import NAME_SCHEMA, StrictModel
+from saas_app.users.schemas import NAME_SCHEMA, STRIPPED_NOT_BLANK, StrictModel
 
 ProjectName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NAME_SCHEMA
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    STRIPPED_NOT_BLANK,
+    NAME_SCHEMA,
 ]
 Description = Annotated[str, StringConstraints(max_length=10_000)]
 

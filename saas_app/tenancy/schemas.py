@@ -6,12 +6,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from saas_app.users.schemas import NAME_SCHEMA, Credentials, StrictModel, UserRead
+from saas_app.users.schemas import NAME_SCHEMA, STRIPPED_NOT_BLANK, Credentials, StrictModel, UserRead
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=63)]
 TenantName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NAME_SCHEMA
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    STRIPPED_NOT_BLANK,
+    NAME_SCHEMA,
 ]
 
 

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -40,6 +41,19 @@ def _no_nul_in_schema(schema: Any) -> None:
 # A name that is stripped of surrounding white space and must then not be empty: some
 # character other than white space (or NUL). In the schema only; `StringConstraints` enforces it.
 NAME_SCHEMA = Field(json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"})
+
+
+def _stripped_not_blank(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("String should have at least 1 character other than white space")
+    return stripped
+
+
+# After the length is checked on the text *as sent*, as the schema's `maxLength` counts it
+# (StringConstraints' own strip_whitespace strips first: " " + 200 letters then passed a
+# limit of 200, which the schema says it may not): stored without surrounding white space.
+STRIPPED_NOT_BLANK = AfterValidator(_stripped_not_blank)
 
 
 def _integral(value: object) -> object:
