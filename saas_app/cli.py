@@ -291,14 +291,17 @@ def parser() -> argparse.ArgumentParser:
 
 async def _mail(args: argparse.Namespace, settings: Settings) -> None:
     configure_logging(settings)  # the worker's per-message lines, as the server logs them
-    if args.mail_command != "worker" and not await mail.outbox_exists(settings):
-        raise InvalidInput("the database has no outbox (run `python -m saas_app migrate`) or is unreachable")
-    if args.mail_command == "list":
-        await mail.list_messages(settings)
-    elif args.mail_command == "show":
-        await mail.show_message(settings, args.id)
-    else:
-        await mail.worker(settings)
+    async with operator_runtime(settings) as (runtime, _):
+        if args.mail_command != "worker" and not await mail.outbox_exists(runtime):
+            raise InvalidInput(
+                "the database has no outbox (run `python -m saas_app migrate`) or is unreachable"
+            )
+        if args.mail_command == "list":
+            await mail.list_messages(runtime)
+        elif args.mail_command == "show":
+            await mail.show_message(runtime, args.id)
+        else:
+            await mail.worker(runtime)
 
 
 def main(argv: list[str] | None = None) -> int:

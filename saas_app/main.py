@@ -42,7 +42,7 @@ def mail_sender(runtime: Runtime) -> MailSender | None:
     settings = runtime.settings
     if settings.SMTP_URL is None or not settings.MAIL_SENDER_IN_APP:
         return None
-    sender = MailSender(runtime.session_factory, runtime.write_session_factory, settings, runtime.clock)
+    sender = MailSender.for_runtime(runtime)
     sender.start()
     return sender
 

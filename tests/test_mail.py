@@ -100,11 +100,7 @@ async def mail_app(
     settings = make_settings(SMTP_URL=smtp_url, MAIL_SENDER_IN_APP=False, **overrides)
     async with make_client(settings) as client:
         runtime: Runtime = client.app.state.runtime
-        yield (
-            client,
-            runtime,
-            MailSender(runtime.session_factory, runtime.write_session_factory, settings, runtime.clock),
-        )
+        yield client, runtime, MailSender.for_runtime(runtime)
 
 
 @dataclass
@@ -332,9 +328,7 @@ async def test_two_senders_send_each_of_many_messages_exactly_once(outbox: Outbo
     """Two senders (two processes' worth: each claims in its own transactions) race over
     one outbox: PostgreSQL skips rows the other holds, SQLite serialises the claims."""
     box, runtime, first = outbox.box, outbox.runtime, outbox.sender
-    second = MailSender(
-        runtime.session_factory, runtime.write_session_factory, runtime.settings, runtime.clock
-    )
+    second = MailSender.for_runtime(runtime)
     await write_messages(runtime, 200)
 
     async def drain(sender: MailSender) -> int:
@@ -443,9 +437,7 @@ async def test_closing_the_sender_finishes_the_message_in_flight_and_gives_back_
             assert counts.get(SENT, 0) == len(box.received) >= 1
             assert counts.get(SENT, 0) + counts.get(PENDING, 0) == 30  # none left "sending"
             assert counts.get(PENDING, 0) > 0  # it did stop mid-batch
-            after = MailSender(
-                runtime.session_factory, runtime.write_session_factory, runtime.settings, runtime.clock
-            )
+            after = MailSender.for_runtime(runtime)
             while await after.deliver_due():
                 pass
             assert await states(runtime) == {SENT: 30}

@@ -37,6 +37,7 @@ from saas_app.core.logging import REPEATS
 from saas_app.mail.models import FAILED, PENDING, SENDING, SENT, MailMessage
 from saas_app.mail.outbox import as_email
 from saas_app.mail.smtp import SmtpServer, SmtpSession
+from saas_app.runtime import Runtime
 
 logger = logging.getLogger("saas_app.mail")
 POLL_SECONDS = 1.0  # how long a new message may wait while the sender is idle
@@ -110,6 +111,11 @@ class MailSender:
         self._server_failures = 0  # in a row: the sender's own back-off
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> MailSender:
+        """The sender of the app's (or the CLI's) runtime: its sessions, settings and clock."""
+        return cls(runtime.session_factory, runtime.write_session_factory, runtime.settings, runtime.clock)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="mail sender")
