@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from saas_app.auth import sessions
 from saas_app.auth.models import AccountToken, LoginCode
 from saas_app.mfa.models import MfaChallenge
 
@@ -47,3 +48,21 @@ async def end_pending_steps(
         )
         ended += int(getattr(await session.execute(stmt), "rowcount", 0) or 0)
     return ended
+
+
+async def end_every_way_in(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    now: datetime,
+    keep: uuid.UUID | None = None,
+) -> dict[str, int]:
+    """Ends the user's sessions (but `keep`) and every login left half-way, in the caller's
+    transaction: what a password change, a reset or a deactivation owes (ASVS 5.0 V7.4.1).
+    Returns the counts, as their audit events record them."""
+    ended = await sessions.revoke_all(
+        session=session, tenant_id=tenant_id, user_id=user_id, now=now, keep=keep
+    )
+    pending = await end_pending_steps(session=session, tenant_id=tenant_id, user_id=user_id, now=now)
+    return {"sessions_ended": ended, "pending_logins_ended": pending}

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.auth import account_tokens, sessions
+from saas_app.auth import account_tokens
 from saas_app.auth.account_tokens import PASSWORD_RESET, InvalidAccountToken
-from saas_app.auth.pending import end_pending_steps
+from saas_app.auth.pending import end_every_way_in
 from saas_app.auth.service import FAILURE_BUCKET
 from saas_app.mail import templates
 from saas_app.mail.outbox import enqueue
@@ -120,15 +120,14 @@ async def reset_password(
     await session.commit()
     new_hash = await runtime.hasher.hash(new_password)
     user.password_hash = new_hash
-    ended = await sessions.revoke_all(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
-    pending = await end_pending_steps(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
+    ended = await end_every_way_in(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
     await audit.record(
         session=session,
         tenant_id=tenant.id,
         action="password.reset",
         origin=origin,
         target=Ref("user", user.id),
-        details={"sessions_ended": ended, "pending_logins_ended": pending},
+        details=ended,
     )
     # Whoever was locked out by failed logins (perhaps the attacker's) may sign in again.
     # (Before the request's unit of work commits: should that fail, a cleared throttle

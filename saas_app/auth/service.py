@@ -25,7 +25,7 @@ from saas_app.auth.issuance import (
     revoke_for_reuse,
     token_pair,
 )
-from saas_app.auth.pending import end_pending_steps
+from saas_app.auth.pending import end_every_way_in
 from saas_app.auth.second_step import second_step
 from saas_app.core.errors import DomainError, RateLimited
 from saas_app.rbac.models import Role
@@ -295,15 +295,14 @@ async def change_password(
     if not ok:
         raise InvalidPassword()
     user.password_hash = await runtime.hasher.hash(new_password)
-    ended = await sessions.revoke_all(
+    ended = await end_every_way_in(
         session=session, tenant_id=tenant_id, user_id=user_id, now=origin.now, keep=current_session_id
     )
-    pending = await end_pending_steps(session=session, tenant_id=tenant_id, user_id=user_id, now=origin.now)
     await audit.record(
         session=session,
         tenant_id=tenant_id,
         action="password.changed",
         origin=origin,
         target=Ref("user", user_id),
-        details={"sessions_ended": ended, "pending_logins_ended": pending},
+        details=ended,
     )

@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.auth import sessions
-from saas_app.auth.pending import end_pending_steps
+from saas_app.auth.pending import end_every_way_in
 from saas_app.core.errors import Conflict, NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.core.readers import Fetch, Query, Row
@@ -200,11 +199,10 @@ async def set_active(
             await rbac.ensure_other_active_owner(session=session, tenant_id=tenant_id, user_id=user.id)
         if user.id == actor_user_id:
             raise SelfDeactivation()
-        await sessions.revoke_all(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
-        # A login left half-way (an `mfa_token`, an unused GitHub login code) must not be
-        # finished after a reactivation: deactivation ends every way in, not only sessions
-        # (ASVS 5.0 V7.4.1).
-        await end_pending_steps(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
+        # A login left half-way (an `mfa_token`, an unused GitHub login code, a reset link)
+        # must not be finished after a reactivation: deactivation ends every way in, not
+        # only sessions (ASVS 5.0 V7.4.1).
+        await end_every_way_in(session=session, tenant_id=tenant_id, user_id=user.id, now=origin.now)
     user.is_active = is_active
     await audit.record(
         session=session,
