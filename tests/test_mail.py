@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from httpx import AsyncClient
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
@@ -122,21 +123,27 @@ async def outbox(
         yield Outbox(box, client, runtime, sender)
 
 
+def one_message(session: AsyncSession, now: dt.datetime, **fields: Any) -> MailMessage:
+    """`enqueue` with plain values (no tenant, a@example.com, subject "s", body "b"),
+    `fields` overriding them."""
+    values: dict[str, Any] = {"tenant_id": None, "purpose": "test", "recipient": "a@example.com"}
+    return enqueue(session, now=now, **{**values, "subject": "s", "text_body": "b", **fields})
+
+
 async def write_messages(
     runtime: Runtime, count: int = 1, tenant_id: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
     async with runtime.write_session_factory() as session, session.begin():
         messages = [
-            enqueue(
+            one_message(
                 session,
+                runtime.clock.now(),
                 tenant_id=tenant_id,
-                purpose="test",
                 recipient=f"user{n}@example.com",
                 subject=f"Message {n}",
                 text_body=f"Hello {n}: https://app.example.com/t/acme/reset-password?token=secret{n}",
                 html_body=f"<p>Hello {n}</p>",
                 sender_name="Acme",
-                now=runtime.clock.now(),
             )
             for n in range(count)
         ]
@@ -188,14 +195,8 @@ async def test_a_message_of_a_rolled_back_transaction_is_never_sent(outbox: Outb
 
 async def _enqueue_then_fail(runtime: Runtime) -> None:
     async with runtime.write_session_factory() as session, session.begin():
-        enqueue(
-            session,
-            tenant_id=None,
-            purpose="test",
-            recipient="nobody@example.com",
-            subject="never",
-            text_body="never",
-            now=runtime.clock.now(),
+        one_message(
+            session, runtime.clock.now(), recipient="nobody@example.com", subject="never", text_body="never"
         )
         await session.flush()
         raise RuntimeError("the change that caused it failed")
@@ -239,24 +240,12 @@ async def test_a_header_with_a_line_break_is_refused_and_never_blocks_the_others
     box, runtime, sender = outbox.box, outbox.runtime, outbox.sender
     async with runtime.write_session_factory() as session:
         with pytest.raises(ValueError, match="line break"):
-            enqueue(
-                session,
-                tenant_id=None,
-                purpose="test",
-                recipient="a@example.com\r\nBcc: victim@example.com",
-                subject="s",
-                text_body="b",
-                now=runtime.clock.now(),
-            )
-        flattened = enqueue(
+            one_message(session, runtime.clock.now(), recipient="a@example.com\r\nBcc: victim@example.com")
+        flattened = one_message(
             session,
-            tenant_id=None,
-            purpose="test",
-            recipient="a@example.com",
+            runtime.clock.now(),
             subject="x\r\nBcc: victim@example.com\u2028y" + "z" * 300,
             sender_name="Acme\nInc.\x85",
-            text_body="b",
-            now=runtime.clock.now(),
         )
         assert flattened.subject.startswith("x Bcc: victim@example.com yzzz")
         assert len(flattened.subject) == 200
@@ -264,15 +253,7 @@ async def test_a_header_with_a_line_break_is_refused_and_never_blocks_the_others
         await session.rollback()
     (good,) = await write_messages(runtime)
     async with runtime.write_session_factory() as session, session.begin():
-        smuggled = enqueue(
-            session,
-            tenant_id=None,
-            purpose="test",
-            recipient="a@example.com",
-            subject="s",
-            text_body="b",
-            now=runtime.clock.now(),
-        )
+        smuggled = one_message(session, runtime.clock.now())
         smuggled.subject = "x\r\nBcc: victim@example.com"  # as if written by hand
     assert await sender.deliver_due() == 2
     assert (await message(runtime, good)).state == SENT
@@ -369,14 +350,9 @@ async def test_delivered_and_failed_mail_is_purged_after_30_days_and_unsent_mail
     await write_messages(runtime)
     await sender.deliver_due()
     async with runtime.write_session_factory() as session, session.begin():
-        enqueue(
-            session,
-            tenant_id=None,
-            purpose="test",
-            recipient="later@example.com",
-            subject="later",
-            text_body="later",
-            now=clock.now() + timedelta(days=400),  # not due for a long while
+        # Not due for a long while.
+        one_message(
+            session, clock.now() + timedelta(days=400), recipient="later@example.com", subject="later"
         )
     assert await states(runtime) == {SENT: 1, FAILED: 1, PENDING: 1}
 
@@ -471,14 +447,10 @@ async def test_a_5xx_greeting_is_the_servers_state_and_fails_no_message(
 
 async def test_a_message_goes_to_exactly_one_address() -> None:
     with pytest.raises(ValueError, match="exactly one address"):
-        enqueue(
+        one_message(
             None,  # type: ignore[arg-type]  # refused before the session is used
-            tenant_id=None,
-            purpose="t",
+            dt.datetime.now(dt.UTC),
             recipient="victim@example.com, attacker@evil.example",
-            subject="s",
-            text_body="b",
-            now=dt.datetime.now(dt.UTC),
         )
 
 
@@ -690,15 +662,7 @@ async def test_mail_list_and_show_print_the_outbox(
 
     # A subject cannot drive the operator's terminal: control characters are spelled out.
     async with runtime.write_session_factory() as session, session.begin():
-        odd = enqueue(
-            session,
-            tenant_id=None,
-            purpose="t",
-            recipient="b@example.com",
-            subject="s",
-            text_body="b",
-            now=runtime.clock.now(),
-        )
+        odd = one_message(session, runtime.clock.now(), purpose="t", recipient="b@example.com")
         odd.subject = "\x1b[2J\x1b[31mURGENT"  # as if written by hand (enqueue would flatten it)
     listed = cli("list")
     assert "\\x1b[2J\\x1b[31mURGENT" in listed.stdout
