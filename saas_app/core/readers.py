@@ -287,18 +287,22 @@ class PostgresReader:
 async def _json_codecs(connection: Any) -> None:
     # JSON columns decoded as SQLAlchemy's asyncpg dialect decodes them (its JSON type then
     # has no result processor of its own).
-    for name in ("json", "jsonb"):
-        prefix = 1 if name == "jsonb" else 0  # binary jsonb starts with a version byte
-
-        def decode(value: bytes, skip: int = prefix) -> Any:
-            return json.loads(value[skip:].decode())
-
-        def encode(value: str, name: str = name) -> bytes:
-            return (b"\x01" if name == "jsonb" else b"") + value.encode()
-
+    for name, encode, decode in (("json", str.encode, _json), ("jsonb", _jsonb_encode, _jsonb)):
         await connection.set_type_codec(
             name, encoder=encode, decoder=decode, schema="pg_catalog", format="binary"
         )
+
+
+def _json(value: bytes) -> Any:
+    return json.loads(value)
+
+
+def _jsonb(value: bytes) -> Any:
+    return json.loads(value[1:])  # binary jsonb starts with a version byte
+
+
+def _jsonb_encode(value: str) -> bytes:
+    return b"\x01" + value.encode()
 
 
 async def _keep(_connection: Any) -> None:
