@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Delete, Update, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from saas_app.auth.models import LoginCode, RefreshToken, Session
+from saas_app.auth.models import AccountToken, LoginCode, RefreshToken, Session
 from saas_app.github.models import SpentState
 from saas_app.idempotency.models import IdempotentAnswer
+from saas_app.invitations.models import Invitation
 from saas_app.mail.models import FAILED, SENT, MailMessage
 from saas_app.mfa.models import MfaChallenge
 
@@ -32,6 +33,15 @@ def purges(now: datetime, idle: timedelta) -> dict[str, Delete | Update]:
         "login_code": delete(LoginCode).where(LoginCode.expires_at < now),
         "mfa_challenge": delete(MfaChallenge).where(MfaChallenge.expires_at < now),
         "idempotent_answer": delete(IdempotentAnswer).where(IdempotentAnswer.expires_at < now),
+        "account_token": delete(AccountToken).where(AccountToken.expires_at < now),
+        # Listed (`GET /invitations`) for as long as ended sessions are, then gone.
+        "invitation": delete(Invitation).where(
+            or_(
+                Invitation.accepted_at < horizon,
+                Invitation.revoked_at < horizon,
+                Invitation.expires_at < horizon,
+            )
+        ),
         # Never one still to send: the sender fails those itself after MAIL_MAX_AGE_HOURS.
         "mail_message": delete(MailMessage).where(
             MailMessage.state.in_((SENT, FAILED)), MailMessage.created_at < now - MAIL_RETENTION

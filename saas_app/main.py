@@ -15,6 +15,7 @@ from saas_app.audit.router import router as audit_router
 from saas_app.auth.errors import OAuthError, oauth_error_handler
 from saas_app.auth.recovery_router import router as recovery_router
 from saas_app.auth.router import router as auth_router
+from saas_app.auth.verification_router import router as verification_router
 from saas_app.core.clock import Clock, SystemClock
 from saas_app.core.config import Settings, get_settings
 from saas_app.core.docs import install_docs
@@ -25,6 +26,8 @@ from saas_app.core.openapi import EVERY_ROUTE, install_openapi
 from saas_app.core.proxy import install_proxy_headers, refuse_foreign_proxy_trust
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
+from saas_app.invitations.router import accept_router as accept_invitation_router
+from saas_app.invitations.router import router as invitations_router
 from saas_app.mail.sender import MailSender
 from saas_app.mfa.router import admin_router as mfa_admin_router
 from saas_app.mfa.router import me_router as mfa_me_router
@@ -103,6 +106,7 @@ def create_app(
         me_router,
         auth_router,
         recovery_router,
+        verification_router,
         platform_router,
         tenancy_router,
         mfa_me_router,
@@ -113,6 +117,8 @@ def create_app(
         github_router,
         github_link_router,
         api_keys_router,
+        invitations_router,
+        accept_invitation_router,
     ):
         app.include_router(router)
     if settings.CORS_ORIGINS:

@@ -6,6 +6,7 @@ from saas_app.auth.models import AccountToken, LoginCode, RefreshToken, Session
 from saas_app.core.db import Base
 from saas_app.github.models import SpentState
 from saas_app.idempotency.models import IdempotentAnswer
+from saas_app.invitations.models import Invitation
 from saas_app.mail.models import MailMessage
 from saas_app.mfa.models import MfaChallenge, RecoveryCode
 from saas_app.projects.models import Project
@@ -20,6 +21,7 @@ __all__ = [
     "Base",
     "IdempotentAnswer",
     "Identity",
+    "Invitation",
     "LoginCode",
     "MailMessage",
     "MfaChallenge",

@@ -25,6 +25,8 @@ async def test_fresh_records_are_kept(client: AsyncClient, clock: FrozenClock) -
             "login_code",
             "mfa_challenge",
             "idempotent_answer",
+            "account_token",
+            "invitation",
             "mail_message",
             "refresh_successor",
             "refresh_token",

@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import column, inspect, select, table, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -93,6 +93,7 @@ async def _run(fn: object, *args: object) -> None:
     await anyio.to_thread.run_sync(lambda: fn(*args))  # type: ignore[operator]
 
 
+TENANT_0007_COLUMNS = ("id", "slug", "name", "allow_signup", "created_at")
 LEGACY_ROWS = {
     # name: (tenant, stored address before 0008, address after 0008)
     "full-width": ("a", "ｂoss@example.com", "boss@example.com"),
@@ -114,11 +115,16 @@ async def test_0008_folds_stored_addresses_and_reports_clashes(
     users = {name: uuid.uuid4() for name in LEGACY_ROWS}
     now = datetime.now(UTC)
     tenant_table, user_table = Base.metadata.tables["tenant"], Base.metadata.tables["user"]
+    # The tenant table as of 0007, without the models' later columns (and their defaults).
+    tenant_0007 = table("tenant", *(column(c, tenant_table.c[c].type) for c in TENANT_0007_COLUMNS))
     engine = create_async_engine(fresh_url)
     async with engine.begin() as connection:
         await connection.execute(
-            tenant_table.insert(),
-            [{"id": i, "slug": k, "name": k, "created_at": now} for k, i in tenants.items()],
+            tenant_0007.insert(),
+            [
+                {"id": i, "slug": k, "name": k, "allow_signup": True, "created_at": now}
+                for k, i in tenants.items()
+            ],
         )
         await connection.execute(
             user_table.insert(),

@@ -43,6 +43,7 @@ async def test_create_tenant_returns_tenant_and_owner(client: AsyncClient) -> No
     assert set(owner) == {
         "id",
         "email",
+        "email_verified",
         "full_name",
         "roles",
         "permissions",
@@ -54,6 +55,7 @@ async def test_create_tenant_returns_tenant_and_owner(client: AsyncClient) -> No
     assert owner["email"] == "founder@acme.example.com"
     assert owner["full_name"] == "Fay Founder"
     assert owner["roles"] == ["owner"]
+    assert owner["email_verified"] is False  # until the mailed link is opened
     assert sorted(owner["permissions"]) == sorted(PERMISSIONS)
     assert owner["is_active"] is True
     assert owner["mfa_enabled"] is False
@@ -154,7 +156,15 @@ async def test_any_member_reads_the_tenant(client: AsyncClient, roles: list[str]
     response = await client.get(tenant.path(), headers=user.headers)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"id", "slug", "name", "allow_signup", "mfa_required", "created_at"}
+    assert set(body) == {
+        "id",
+        "slug",
+        "name",
+        "allow_signup",
+        "mfa_required",
+        "require_verified_email",
+        "created_at",
+    }
     assert body["mfa_required"] is False  # a new tenant does not require MFA
     assert body["id"] == tenant.id
     assert body["slug"] == tenant.slug

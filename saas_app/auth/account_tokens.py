@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, select, update
@@ -17,6 +18,7 @@ from saas_app.security.opaque import digest
 from saas_app.users.models import User
 
 PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose, not a password)
+EMAIL_VERIFICATION = "email_verification"
 TOKEN_BYTES = 32  # 256 bits (API-v2 asks for at least 128)
 MAX_TOKEN_LENGTH = 200  # longer input is no token of ours: refused before any lookup
 
@@ -27,6 +29,18 @@ class InvalidAccountToken(DomainError):
     title = "The link is invalid or has expired"
 
 
+@dataclass(frozen=True, slots=True)
+class Spent:
+    user_id: uuid.UUID
+    email: str | None  # the address a verification link proves
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token and the hash it is stored as."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    return token, digest(token)
+
+
 async def issue(
     session: AsyncSession,
     *,
@@ -35,6 +49,7 @@ async def issue(
     purpose: str,
     ttl: timedelta,
     now: datetime,
+    email: str | None = None,
 ) -> str:
     """A new token; the user's earlier unspent tokens of this purpose stop working (only the
     newest link in a mailbox does anything)."""
@@ -43,15 +58,16 @@ async def issue(
     # and both links would live.
     await session.execute(select(User.id).where(User.id == user_id).with_for_update())
     await retire(session, tenant_id=tenant_id, user_id=user_id, purpose=purpose, now=now)
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    token, token_hash = new_token()
     session.add(
         AccountToken(
             tenant_id=tenant_id,
             user_id=user_id,
             purpose=purpose,
-            token_hash=digest(token),
+            token_hash=token_hash,
             created_at=now,
             expires_at=now + ttl,
+            email=email,
         )
     )
     return token
@@ -60,8 +76,8 @@ async def issue(
 async def retire(
     session: AsyncSession, *, tenant_id: uuid.UUID, user_id: uuid.UUID, purpose: str, now: datetime
 ) -> None:
-    """Spends every live token of the user for `purpose` (a new one, a password change or
-    reset, a deactivation: the links already mailed must stop working)."""
+    """Spends every live token of the user for `purpose` (a new one, an address change:
+    the links already mailed must stop working)."""
     await session.execute(
         update(AccountToken)
         .where(
@@ -77,21 +93,24 @@ async def retire(
 
 async def spend(
     session: AsyncSession, *, tenant_id: uuid.UUID, purpose: str, token: str, now: datetime
-) -> uuid.UUID:
-    """Marks a live token used, in the caller's transaction, and returns its user. One
-    conditional UPDATE: of any number of parallel uses exactly one gets a row back."""
+) -> Spent:
+    """Marks a live token used, in the caller's transaction, and returns its user (and the
+    address it proves). One conditional UPDATE: of any number of parallel uses exactly one
+    gets a row back."""
     if not token or len(token) > MAX_TOKEN_LENGTH:  # no token of ours: not even looked up
         raise InvalidAccountToken()
-    user_id = await session.scalar(
-        update(AccountToken)
-        .where(_live(tenant_id, purpose, token, now))
-        .values(used_at=now)
-        .returning(AccountToken.user_id)
-        .execution_options(synchronize_session=False)
-    )
-    if user_id is None:
+    row = (
+        await session.execute(
+            update(AccountToken)
+            .where(_live(tenant_id, purpose, token, now))
+            .values(used_at=now)
+            .returning(AccountToken.user_id, AccountToken.email)
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if row is None:
         raise InvalidAccountToken()
-    return user_id
+    return Spent(row.user_id, row.email)
 
 
 def _live(tenant_id: uuid.UUID, purpose: str, token: str, now: datetime) -> ColumnElement[bool]:

@@ -35,6 +35,17 @@ class InvalidGrant(OAuthError):
     error = "invalid_grant"
 
 
+class EmailNotVerified(InvalidGrant):
+    """The password was right, but the tenant admits only verified addresses (API-v2 §1).
+    Said only after a correct password: to anyone else it is the usual invalid_grant."""
+
+    def __init__(self) -> None:
+        super().__init__("Confirm your e-mail address first: open the latest link mailed to it.")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "email_not_verified": True}
+
+
 class InvalidScope(OAuthError):
     error = "invalid_scope"
     # Rolls back: a refresh asking for too much must not retire the presented token.

@@ -58,7 +58,7 @@ class LoginCode(TenantOwned, Base):
 
 
 class AccountToken(UUIDPrimaryKey, TenantOwned, Base):
-    """A token sent by mail (password reset; later verification, invitation): 256 random
+    """A token sent by mail (password reset, address verification): 256 random
     bits, stored only as a SHA-256 hash, bound to one purpose, tenant and user, expiring,
     used at most once (a conditional UPDATE marks it; of parallel uses one wins)."""
 
@@ -70,3 +70,6 @@ class AccountToken(UUIDPrimaryKey, TenantOwned, Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
     used_at: Mapped[datetime | None]
+    # The address a verification link proves (the account's own, or the one it is to
+    # change to); None for other purposes (migration 0014).
+    email: Mapped[str | None] = mapped_column(String(320))

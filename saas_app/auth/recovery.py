@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from urllib.parse import quote
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -70,7 +69,7 @@ async def _mail_reset_link(
         ttl=timedelta(minutes=minutes),
         now=origin.now,
     )
-    link = f"{runtime.settings.PUBLIC_URL}/t/{quote(tenant.slug)}/reset-password?token={quote(token)}"
+    link = templates.page_link(runtime.settings.PUBLIC_URL, tenant.slug, "reset-password", token)
     text, html = templates.render(
         "password_reset", tenant_name=tenant.name, email=user.email, minutes=f"{minutes:g}", link=link
     )
@@ -111,10 +110,10 @@ async def reset_password(
     # UPDATE and the others are refused at once, without a hash each and without waiting
     # on SQLite's write lock. Should anything fail after this, the link is gone and the
     # user asks for another: a spent link never works twice.
-    user_id = await account_tokens.spend(
+    spent = await account_tokens.spend(
         session, tenant_id=tenant.id, purpose=PASSWORD_RESET, token=token, now=origin.now
     )
-    user = await session.get(User, user_id)
+    user = await session.get(User, spent.user_id)
     if user is None or user.tenant_id != tenant.id or not user.is_active:
         raise InvalidAccountToken()
     await session.commit()

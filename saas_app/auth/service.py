@@ -8,9 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
-from saas_app.auth import sessions
+from saas_app.auth import sessions, verification
 from saas_app.auth.errors import (
     BAD_CREDENTIALS,
+    EmailNotVerified,
     InvalidGrant,
     InvalidScope,
     RefreshSlowDown,
@@ -59,12 +60,13 @@ async def register(
     full_name: str | None,
     origin: Origin,
 ) -> tuple[User, list[Role]]:
-    """Self sign-up as a `member`, when the tenant allows it."""
+    """Self sign-up as a `member`, when the tenant allows it; a verification link is mailed
+    to the address."""
     if not tenant.allow_signup:
         raise SignupClosed("This tenant does not allow self sign-up.")
     # Hash before the first query: on SQLite the write lock is held from then to commit.
     password_hash = await runtime.hasher.hash(password)
-    return await users.create_user(
+    user, roles = await users.create_user(
         session=session,
         tenant_id=tenant.id,
         email=email,
@@ -73,6 +75,8 @@ async def register(
         role_names=[MEMBER],
         origin=origin,
     )
+    await verification.mail_link(session, runtime, tenant, user, email=user.email, origin=origin)
+    return user, roles
 
 
 async def check_password(
@@ -130,6 +134,11 @@ async def password_grant(
         raise InvalidGrant(BAD_CREDENTIALS)
     if new_hash:
         user.password_hash = new_hash
+    if tenant.require_verified_email and not user.email_verified:
+        # The registration's link may be lost or expired, and there is no other way in for
+        # this user to ask for one: a new link goes out (within the per-address budget).
+        await verification.mail_link_if_allowed(session, runtime, tenant, user, origin=origin)
+        raise EmailNotVerified()
     await check_scope(session=session, tenant_id=tenant.id, user_id=user.id, requested=requested)
     pending = await second_step(
         session=session,

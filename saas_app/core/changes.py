@@ -44,12 +44,12 @@ def parse(payload: str) -> str | None:
 
 
 # Table -> (operations that fire its trigger, columns an UPDATE must change to fire; empty:
-# any). The same as migrations/versions/0009_change_feed.py.
+# any). The same as migrations/versions/0009_change_feed.py (and 0014 for `user`).
 FIRES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "tenant": (frozenset({"update", "delete"}), frozenset()),
     "user": (
         frozenset({"update", "delete"}),
-        frozenset({"email", "full_name", "is_active", "totp_confirmed_at", "tenant_id"}),
+        frozenset({"email", "full_name", "is_active", "totp_confirmed_at", "tenant_id", "email_verified_at"}),
     ),
     "user_role": (frozenset({"insert", "update", "delete"}), frozenset()),
     "identity": (frozenset({"insert", "update", "delete"}), frozenset()),

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     MAIL_SENDER_IN_APP: bool = True
     # Lifetimes of the links mail carries; fractions allowed (tests watch them expire).
     PASSWORD_RESET_TTL_MINUTES: float = Field(default=30.0, gt=0, le=24 * 60)
+    EMAIL_VERIFICATION_TTL_HOURS: float = Field(default=48.0, gt=0, le=30 * 24)
+    INVITATION_TTL_DAYS: float = Field(default=7.0, gt=0, le=90)
 
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"

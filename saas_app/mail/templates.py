@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -22,3 +23,9 @@ def render(name: str, **context: Any) -> tuple[str, str]:
     text = ENVIRONMENT.get_template(f"{name}.txt").render(**context)
     html = ENVIRONMENT.get_template(f"{name}.html").render(**context)
     return text, html
+
+
+def page_link(public_url: str, tenant_slug: str, page: str, token: str) -> str:
+    """A mailed link to one of the tenant's pages (`reset-password`, `verify-email`,
+    `accept-invite`), carrying its token (API-v2 §1)."""
+    return f"{public_url}/t/{quote(tenant_slug)}/{page}?token={quote(token)}"

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.audit.service import Origin
-from saas_app.auth import service as auth
+from saas_app.auth.reauth import confirm_identity
 from saas_app.core.errors import Conflict, Forbidden
 from saas_app.core.openapi import AUTHENTICATED, RECENT_LOGIN, problems
 from saas_app.guards import (
@@ -56,15 +56,9 @@ async def _reauthenticate(
     """Enrolment needs a fresh proof: the password, or a login of the last 10 minutes."""
     if principal.enrolment_token is not None:
         return  # issued moments ago by a correct password step
-    if password is not None:
-        await session.commit()  # nothing written yet; hold no lock while hashing
-        ok, _ = await auth.check_password(
-            runtime=runtime, tenant_id=user.tenant_id, email=user.email, password=password, user=user
-        )
-        if not ok:
-            raise auth.InvalidPassword()
-        return
-    ensure_recent_login(principal, origin.now)
+    await confirm_identity(
+        session=session, runtime=runtime, principal=principal, user=user, password=password, now=origin.now
+    )
 
 
 @me_router.post("/totp", responses=RECENT_LOGIN)

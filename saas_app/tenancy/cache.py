@@ -25,7 +25,13 @@ from saas_app.tenancy.models import Tenant
 # Built once: constructing a statement costs more than running it on a warm cache.
 TENANT_QUERY = Query(
     select(
-        Tenant.id, Tenant.slug, Tenant.name, Tenant.allow_signup, Tenant.mfa_required, Tenant.created_at
+        Tenant.id,
+        Tenant.slug,
+        Tenant.name,
+        Tenant.allow_signup,
+        Tenant.mfa_required,
+        Tenant.require_verified_email,
+        Tenant.created_at,
     ).where(Tenant.slug == bindparam("slug"))
 )
 
@@ -39,12 +45,19 @@ class TenantInfo:
     name: str
     allow_signup: bool
     mfa_required: bool
+    require_verified_email: bool
     created_at: datetime
 
     @classmethod
     def of(cls, tenant: Any) -> TenantInfo:  # a Tenant, or a TENANT_QUERY row
         return cls(
-            tenant.id, tenant.slug, tenant.name, tenant.allow_signup, tenant.mfa_required, tenant.created_at
+            tenant.id,
+            tenant.slug,
+            tenant.name,
+            tenant.allow_signup,
+            tenant.mfa_required,
+            tenant.require_verified_email,
+            tenant.created_at,
         )
 
     def depends_on(self) -> tuple[str]:

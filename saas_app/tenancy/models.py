@@ -17,6 +17,8 @@ class Tenant(UUIDPrimaryKey, Base):
     allow_signup: Mapped[bool] = mapped_column(default=True)
     # Every password login must complete a second factor (users without one must enrol).
     mfa_required: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A password login needs a verified address (API-v2 §1; migration 0014).
+    require_verified_email: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime]
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from saas_app.abuse import per_ip_limit
+from saas_app.auth import verification
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, ensure_second_factor, require
 from saas_app.runtime import RuntimeDep, SessionDep
 from saas_app.tenancy import service
+from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
 from saas_app.tenancy.schemas import TenantBrief, TenantCreate, TenantCreated, TenantRead, TenantUpdate
 from saas_app.users.schemas import UserRead
@@ -25,7 +27,7 @@ router = APIRouter(tags=["tenants"])
 async def create_tenant(
     body: TenantCreate, session: SessionDep, runtime: RuntimeDep, origin: AnonymousOriginDep
 ) -> TenantCreated:
-    """Creates a tenant and its owner."""
+    """Creates a tenant and its owner (a verification link is mailed to the owner)."""
     if runtime.settings.TENANT_SIGNUP == "closed":
         raise service.SignupClosed("Tenant sign-up is closed on this server.")
     password_hash = await runtime.hasher.hash(body.owner.password)  # before any lock is taken
@@ -37,6 +39,9 @@ async def create_tenant(
         owner_password_hash=password_hash,
         owner_full_name=body.owner.full_name,
         origin=origin,
+    )
+    await verification.mail_link(
+        session, runtime, TenantInfo.of(tenant), owner, email=owner.email, origin=origin
     )
     return TenantCreated(
         tenant=TenantBrief.model_validate(tenant, from_attributes=True), owner=UserRead.of(owner, roles)
@@ -58,7 +63,8 @@ async def update_tenant(
     runtime: RuntimeDep,
     origin: OriginDep,
 ) -> TenantRead:
-    """Renames the tenant, opens/closes self sign-up, requires MFA of every login."""
+    """Renames the tenant, opens/closes self sign-up, requires MFA of every login or a
+    verified address of every password login."""
     if body.mfa_required is not None and body.mfa_required != tenant.mfa_required:
         # The MFA policy changes only from a session that passed a second factor: nobody
         # demands a factor they do not use, and a stolen password cannot lift the policy.
@@ -69,6 +75,7 @@ async def update_tenant(
         name=body.name,
         allow_signup=body.allow_signup,
         mfa_required=body.mfa_required,
+        require_verified_email=body.require_verified_email,
         origin=origin,
     )
     return TenantRead.model_validate(updated, from_attributes=True)

@@ -28,6 +28,7 @@ class TenantUpdate(StrictModel):
     name: TenantName | None = None
     allow_signup: bool | None = None
     mfa_required: bool | None = None
+    require_verified_email: bool | None = None
 
 
 class TenantBrief(BaseModel):
@@ -40,6 +41,7 @@ class TenantBrief(BaseModel):
 class TenantRead(TenantBrief):
     allow_signup: bool
     mfa_required: bool
+    require_verified_email: bool
 
 
 class TenantCreated(BaseModel):

@@ -88,9 +88,10 @@ async def update_tenant(
     name: str | None,
     allow_signup: bool | None,
     mfa_required: bool | None,
+    require_verified_email: bool | None,
     origin: Origin,
 ) -> Tenant:
-    """Renames a tenant or opens/closes its self sign-up."""
+    """Renames a tenant, opens/closes its self sign-up, sets its login policies."""
     tenant = await session.get_one(Tenant, tenant_id)
     changes: dict[str, object] = {}
     if name is not None and name != tenant.name:
@@ -99,6 +100,8 @@ async def update_tenant(
         tenant.allow_signup = changes["allow_signup"] = allow_signup
     if mfa_required is not None and mfa_required != tenant.mfa_required:
         tenant.mfa_required = changes["mfa_required"] = mfa_required
+    if require_verified_email is not None and require_verified_email != tenant.require_verified_email:
+        tenant.require_verified_email = changes["require_verified_email"] = require_verified_email
     if changes:
         await audit.record(
             session=session,

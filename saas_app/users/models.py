@@ -21,7 +21,8 @@ class User(UUIDPrimaryKey, TenantOwned, Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     # When the user proved they receive mail at `email`; None = never. Only a verified address
     # may take over a GitHub sign-in by e-mail (pre-account-takeover, issue 13 item 1).
-    # Set today only by a GitHub sign-up (GitHub's verified primary address).
+    # Set by a verification link, an accepted invitation, or a GitHub sign-up (GitHub's
+    # verified primary address).
     email_verified_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     # TOTP (RFC 6238): the secret encrypted at rest; set but unconfirmed = enrolment pending.
@@ -29,6 +30,10 @@ class User(UUIDPrimaryKey, TenantOwned, Base):
     totp_confirmed_at: Mapped[datetime | None]
     # The last time step accepted, so no step is ever accepted twice (RFC 6238 §5.2).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
     @property
     def mfa_enabled(self) -> bool:

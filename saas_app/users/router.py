@@ -9,17 +9,19 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.auth import service as auth
-from saas_app.auth import sessions
+from saas_app.auth import sessions, verification
+from saas_app.auth.reauth import confirm_identity
 from saas_app.core.changes import tag, tags
 from saas_app.core.errors import NotFound
 from saas_app.core.http import NO_NUL, json_answer
-from saas_app.core.openapi import AUTHENTICATED, problems
+from saas_app.core.openapi import AUTHENTICATED, RECENT_LOGIN, problems
 from saas_app.core.pagination import Page, PageDep
 from saas_app.core.readcache import Body, read_through
 from saas_app.core.readers import Fetch
 from saas_app.guards import CurrentPrincipal, HumanPrincipal, OriginDep, Principal, human_principal, require
 from saas_app.rbac import service as rbac
 from saas_app.runtime import NowDep, RuntimeDep, SessionDep, cache_memo, runtime_of
+from saas_app.tenancy.deps import TenantDep
 from saas_app.users import service
 from saas_app.users.models import User
 from saas_app.users.schemas import (
@@ -88,12 +90,43 @@ async def read_me(principal: HumanPrincipal, request: Request) -> Response:
     return json_answer(body.content)
 
 
-@me_router.patch("")
-async def update_me(body: ProfileUpdate, principal: CurrentPrincipal, session: SessionDep) -> UserRead:
-    """Updates the signed-in user's profile."""
+@me_router.patch(
+    "",
+    responses={
+        202: {"model": UserRead, "description": "Accepted: a link was mailed to the new address"},
+        **problems(400, 409, 429),
+        **RECENT_LOGIN,
+    },
+)
+async def update_me(
+    body: ProfileUpdate,
+    principal: CurrentPrincipal,
+    tenant: TenantDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    origin: OriginDep,
+    response: Response,
+) -> UserRead:
+    """Updates the signed-in user's profile. A new `email` applies only once the link
+    mailed to it is opened (202); the current address is told."""
     user = await service.get_user(session=session, tenant_id=principal.tenant_id, user_id=_me(principal))
+    if body.email is not None:
+        # Before any change: confirming a password commits the (empty) unit of work.
+        await confirm_identity(
+            session=session,
+            runtime=runtime,
+            principal=principal,
+            user=user,
+            password=body.password,
+            now=origin.now,
+        )
     if "full_name" in body.model_fields_set:
         user.full_name = body.full_name
+    if body.email is not None:
+        await verification.request_change(
+            session=session, runtime=runtime, tenant=tenant, user=user, new_email=body.email, origin=origin
+        )
+        response.status_code = 202
     return await _read(session, principal, user.id)
 
 

@@ -111,6 +111,7 @@ class Credentials(StrictModel):
 class UserRead(BaseModel):
     id: uuid.UUID
     email: str
+    email_verified: bool
     full_name: str | None
     roles: list[str]
     permissions: list[str]
@@ -124,6 +125,7 @@ class UserRead(BaseModel):
         return cls(
             id=user.id,
             email=user.email,
+            email_verified=user.email_verified,
             full_name=user.full_name,
             roles=[r.name for r in roles],
             permissions=ordered(permissions_of(roles)),
@@ -136,6 +138,10 @@ class UserRead(BaseModel):
 
 class ProfileUpdate(StrictModel):
     full_name: str | None = FullName
+    # A new address: it applies once a link mailed to it is opened (202). Needs `password`,
+    # or a login of the last 10 minutes.
+    email: EmailAddress | None = None
+    password: str | None = Field(default=None, max_length=MAX_LENGTH * 4)
 
 
 class PasswordChange(StrictModel):

@@ -93,12 +93,14 @@ async def get_user(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid
 
 
 # The signed-in user with their roles and linked providers, in one statement (rows: roles ×
-# providers, a handful), as columns named like UserRead's sources (`mfa_enabled` computed
-# as the model's property is). Built once; run by the read cache's load of GET /users/me.
+# providers, a handful), as columns named like UserRead's sources (`email_verified` and
+# `mfa_enabled` computed as the model's properties are). Built once; run by the read
+# cache's load of GET /users/me.
 ME_QUERY = Query(
     select(
         User.id,
         User.email,
+        User.email_verified_at.is_not(None).label("email_verified"),
         User.full_name,
         User.is_active,
         User.totp_confirmed_at.is_not(None).label("mfa_enabled"),

@@ -63,6 +63,8 @@ PUBLIC = {
     "POST /t/{tenant}/auth/revoke",
     "POST /t/{tenant}/auth/password/forgot",
     "POST /t/{tenant}/auth/password/reset",
+    "POST /t/{tenant}/auth/email/verify",
+    "POST /t/{tenant}/auth/invitations/accept",
     "GET /t/{tenant}/auth/github/authorize",
     "GET /t/{tenant}/auth/github/callback",
 }

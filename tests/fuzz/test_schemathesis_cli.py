@@ -43,6 +43,17 @@ EXPECTED: dict[str, list[str]] = {
     "POST /t/{tenant}/users/me/mfa/recovery-codes": ["2xx", "400", "401", "403", "409", "429"],
     # A reset token that was never mailed (any schemathesis makes up) is 400 invalid_token.
     "POST /t/{tenant}/auth/password/reset": ["204", "400", "429"],
+    # So are a verification or invitation token (and an address taken since is 409 user_exists).
+    "POST /t/{tenant}/auth/email/verify": ["204", "400", "409", "429"],
+    "POST /t/{tenant}/auth/invitations/accept": ["201", "400", "409", "429"],
+    # A new address: a wrong `password` is 400 invalid_password, a taken address 409
+    # user_exists, no password and an old login 403 reauthentication_required.
+    "PATCH /t/{tenant}/users/me": ["2xx", "400", "401", "403", "409", "429"],
+    # An address verified already is 409 already_verified.
+    "POST /t/{tenant}/users/me/email/verification": ["2xx", "401", "403", "409", "429"],
+    # An invited address with an account or a pending invitation is 409; a well-formed name
+    # of no role 422 unknown_role; roles beyond the caller's 403.
+    "POST /t/{tenant}/invitations": ["2xx", "401", "403", "409", "422", "429"],
     # A `code` or `state` that GitHub never issued is 400 (invalid_state, github_code_invalid).
     "GET /t/{tenant}/auth/github/callback": ["3xx", "400", "404", "409", "502"],
     # An Idempotency-Key already sent with another body is 422 idempotency_key_reused (the
@@ -63,6 +74,7 @@ EXPECTED: dict[str, list[str]] = {
             "/t/{tenant}/roles",
             "/t/{tenant}/audit-events",
             "/t/{tenant}/api-keys",
+            "/t/{tenant}/invitations",
         )
     },
 }

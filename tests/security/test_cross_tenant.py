@@ -49,6 +49,7 @@ class Side:
     role_name: str
     owner_sid: str
     api_key: ApiKey
+    invitation_id: str
 
     @property
     def owner(self) -> Member:
@@ -60,8 +61,12 @@ class Side:
         return {
             t.id, t.slug, f"Tenant {t.slug}", self.owner.id, self.owner.email, self.owner_sid,
             self.user.id, self.user.email, self.project_id, self.project_name, self.role_name,
-            self.api_key.id, self.api_key.prefix,
+            self.api_key.id, self.api_key.prefix, self.invitation_id, self.invitee,
         }  # fmt: skip
+
+    @property
+    def invitee(self) -> str:
+        return f"invitee-{self.tenant.slug}@example.com"
 
     def path(self, template: str, ids: Side) -> str:
         """Fills a route template with this tenant's slug and `ids`' object ids."""
@@ -72,6 +77,7 @@ class Side:
             name=ids.role_name,
             sid=ids.owner_sid,
             key_id=ids.api_key.id,
+            invitation_id=ids.invitation_id,
         )
 
 
@@ -92,7 +98,10 @@ async def build_side(client: AsyncClient, label: str) -> Side:
     assert r.status_code == 200, r.text
     owner_sid = next(s["id"] for s in r.json()["items"] if s["current"])
     api_key = await create_api_key(client, tenant, "projects:read")
-    return Side(tenant, user, project_id, project_name, role_name, owner_sid, api_key)
+    invitee = {"email": f"invitee-{tenant.slug}@example.com", "roles": ["viewer"]}
+    r = await client.post(tenant.path("/invitations"), json=invitee, headers=headers)
+    assert r.status_code == 201, r.text
+    return Side(tenant, user, project_id, project_name, role_name, owner_sid, api_key, r.json()["id"])
 
 
 @pytest.fixture
@@ -151,6 +160,11 @@ ROUTES: dict[str, Route] = {
     "POST /t/{tenant}/auth/password/reset": Route(
         400, 400, json=lambda _: {"token": "x" * 43, "new_password": "another long passphrase"}
     ),
+    # Public: a token of nowhere is refused whatever the bearer.
+    "POST /t/{tenant}/auth/email/verify": Route(400, 400, json=lambda _: {"token": "x" * 43}),
+    "POST /t/{tenant}/auth/invitations/accept": Route(
+        400, 400, json=lambda _: {"token": "x" * 43, "password": "another long passphrase"}
+    ),
     "POST /t/{tenant}/auth/logout": Route(401, 204),
     "GET /t/{tenant}/users/me": Route(401, 200),
     "PATCH /t/{tenant}/users/me": Route(401, 200, json=lambda _: {"full_name": "Mallory"}),
@@ -159,6 +173,7 @@ ROUTES: dict[str, Route] = {
         204,
         json=lambda _: {"current_password": DEFAULT_PASSWORD, "new_password": "another long passphrase"},
     ),
+    "POST /t/{tenant}/users/me/email/verification": Route(401, 202),
     "GET /t/{tenant}/users/me/sessions": Route(401, 200),
     "DELETE /t/{tenant}/users/me/sessions/{sid}": Route(401, 404),
     "GET /t/{tenant}/users": Route(401, 200),
@@ -189,6 +204,11 @@ ROUTES: dict[str, Route] = {
     "POST /t/{tenant}/api-keys": Route(401, 201, json=lambda _: {"name": "ci", "scopes": ["projects:read"]}),
     "GET /t/{tenant}/api-keys": Route(401, 200),
     "DELETE /t/{tenant}/api-keys/{key_id}": Route(401, 404),
+    # Invitations: A may invite B's invitee into A (a pending one of A's); B's invitation
+    # is not found from A.
+    "POST /t/{tenant}/invitations": Route(401, 201, json=lambda other: {"email": other.invitee}),
+    "GET /t/{tenant}/invitations": Route(401, 200),
+    "DELETE /t/{tenant}/invitations/{invitation_id}": Route(401, 404),
     # GitHub: authorize is public (a stray token grants nothing; it only starts a flow for the
     # path's tenant); a callback without state is refused before anything else; A may start
     # linking GitHub to A, and A has nothing linked to remove.
@@ -265,6 +285,8 @@ async def assert_untouched(client: AsyncClient, side: Side) -> None:
     assert r.status_code == 200, r.text
     r = await client.get(t.path("/projects"), headers=side.api_key.headers)
     assert r.status_code == 200, r.text  # the side's API key still works
+    r = await client.get(t.path("/invitations"), params={"status": "pending"}, headers=headers)
+    assert [i["id"] for i in r.json()["items"]] == [side.invitation_id]
     # Last, as it rotates it: the owner's session and refresh token are still good.
     r = await client.post(t.path("/auth/token"), data=refresh_grant(side))
     assert r.status_code == 200, r.text
