@@ -40,7 +40,7 @@ from saas_app.core.config import Settings
 from saas_app.housekeeping import purge_expired
 from saas_app.mail.models import FAILED, PENDING, SENT, MailMessage
 from saas_app.mail.outbox import enqueue
-from saas_app.mail.sender import MAX_BACKOFF_SECONDS, MailSender, backoff
+from saas_app.mail.sender import BATCH, MAX_BACKOFF_SECONDS, MailSender, backoff
 from saas_app.mail.smtp import SmtpServer
 from saas_app.runtime import Runtime
 from tests.conftest import REDIS_URL, ROOT, TEST_JWT_SECRET
@@ -326,6 +326,14 @@ async def test_two_senders_send_each_of_many_messages_exactly_once(outbox: Outbo
     ids = [m["Message-ID"] for m in box.received]
     assert len(ids) == 200
     assert len(set(ids)) == 200
+
+
+async def test_one_pass_claims_one_batch_and_leaves_the_rest_to_others(outbox: Outbox) -> None:
+    """A claim is BATCH messages, never the whole outbox: another sender (another node) gets
+    the rest. (PostgreSQL once ran a claim's `LIMIT` subquery again per updated row.)"""
+    await write_messages(outbox.runtime, BATCH * 2 + 7)
+    assert [await outbox.sender.deliver_due() for _ in range(4)] == [BATCH, BATCH, 7, 0]
+    assert len(outbox.box.received) == BATCH * 2 + 7
 
 
 async def test_the_sender_in_the_app_delivers_within_seconds(

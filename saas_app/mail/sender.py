@@ -175,7 +175,11 @@ class MailSender:
                 .values(state=FAILED, last_error="too old")
                 .execution_options(synchronize_session=False)
             )
-            due = (
+            # The batch's ids first, locked (PostgreSQL skips rows another sender holds),
+            # then their UPDATE. Not one `UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR
+            # UPDATE SKIP LOCKED)`: PostgreSQL may run that subquery again for each row it
+            # updates, and such a claim took the whole outbox, not a batch.
+            due = await session.scalars(
                 select(MailMessage.id)
                 .where(self._due(now))
                 .order_by(MailMessage.next_attempt_at)
@@ -184,7 +188,7 @@ class MailSender:
             )
             claimed = await session.scalars(
                 update(MailMessage)
-                .where(MailMessage.id.in_(due), self._due(now))
+                .where(MailMessage.id.in_(list(due.all())), self._due(now))
                 .values(state=SENDING, next_attempt_at=now + self._lease, attempts=MailMessage.attempts + 1)
                 .returning(MailMessage)
                 .execution_options(synchronize_session=False)
