@@ -186,6 +186,32 @@ async def test_a_message_goes_out_once_with_a_text_and_an_html_part(outbox: Outb
     assert html.get_content().strip() == "<p>Hello 0</p>"
 
 
+async def test_names_and_subjects_beyond_ascii_arrive_as_written(outbox: Outbox) -> None:
+    async with outbox.runtime.write_session_factory() as session, session.begin():
+        one_message(
+            session,
+            outbox.runtime.clock.now(),
+            sender_name="Société Générale, Ünïcode",
+            subject="Réinitialisez votre mot de passe — «vite»",
+            text_body="Bonjour, voilà le lien : https://example.com/t/x/reset-password?token=abc\n",
+            html_body="<p>Grüße</p>",
+        )
+    assert await outbox.sender.deliver_due() == 1
+    (received,) = outbox.box.received
+    assert received["From"].addresses[0].display_name == "Société Générale, Ünïcode"
+    assert received["From"].addresses[0].addr_spec == "no-reply@localhost"
+    assert received["Subject"] == "Réinitialisez votre mot de passe — «vite»"
+    text, html = received.get_body(("plain",)), received.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    # (as sent over SMTP, with CRLF line ends)
+    assert (
+        text.get_content() == "Bonjour, voilà le lien : https://example.com/t/x/reset-password?token=abc\r\n"
+    )
+    assert html.get_content().strip() == "<p>Grüße</p>"
+    assert received.get_body(("plain",))["Content-Transfer-Encoding"] == "quoted-printable"
+
+
 async def test_a_message_of_a_rolled_back_transaction_is_never_sent(outbox: Outbox) -> None:
     box, runtime, sender = outbox.box, outbox.runtime, outbox.sender
     with pytest.raises(RuntimeError, match="the change that caused it failed"):

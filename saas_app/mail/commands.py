@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
+from email.utils import format_datetime, formataddr
 
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError
@@ -54,14 +55,19 @@ async def show_message(runtime: Runtime, message_id: str) -> None:
         if message is None:
             raise MessageNotFound()
     try:
-        email = as_email(message, runtime.settings.MAIL_FROM, message.created_at)
+        as_email(message, runtime.settings.MAIL_FROM, message.created_at)  # what the sender would do
     except ValueError:
         raise MalformedMessage() from None
-    for name in ("From", "To", "Subject", "Date"):
-        print(f"{name}: {shown_safely(str(email[name]))}")
+    headers = {
+        "From": formataddr((message.sender_name or "", runtime.settings.MAIL_FROM)),
+        "To": message.recipient,
+        "Subject": message.subject,
+        "Date": format_datetime(message.created_at),
+    }
+    for name, value in headers.items():
+        print(f"{name}: {shown_safely(value)}")
     print(f"State: {message.state} ({message.attempts} attempt(s){_why(message)})\n")
-    text = email.get_body(("plain",))
-    print(shown_safely(text.get_content(), keep="\n") if text is not None else "")
+    print(shown_safely(message.text_body, keep="\n"))
 
 
 class MalformedMessage(DomainError):

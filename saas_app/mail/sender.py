@@ -25,7 +25,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import Message
 
 import aiosmtplib
 from sqlalchemy import ColumnElement, Update, and_, or_, select, update
@@ -199,7 +199,7 @@ class MailSender:
         return Claim(messages, now + self._send_window)
 
     async def _deliver(self, claim: Claim) -> None:
-        untried: list[tuple[MailMessage, EmailMessage]] = []
+        untried: list[tuple[MailMessage, Message]] = []
         for message in claim.messages:
             try:
                 untried.append((message, as_email(message, self._from, self._clock.now())))
@@ -256,7 +256,7 @@ class MailSender:
         )
 
     async def _release(
-        self, untried: list[tuple[MailMessage, EmailMessage]], wait: timedelta, detail: str | None
+        self, untried: list[tuple[MailMessage, Message]], wait: timedelta, detail: str | None
     ) -> None:
         """Back to the outbox, uncharged: the attempt the claim counted was never made."""
         if not untried:

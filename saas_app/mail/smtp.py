@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import Message
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -93,6 +93,6 @@ class SmtpSession:
             except aiosmtplib.SMTPException:
                 self._client.close()
 
-    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None:
+    async def send(self, message: Message, *, sender: str, recipient: str) -> None:
         # The envelope is given, never read from the headers: one recipient, always.
         await self._client.send_message(message, sender=sender, recipients=[recipient])
