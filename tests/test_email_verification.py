@@ -6,6 +6,7 @@ guessed tokens, parallel uses, a stolen session changing the address."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -258,9 +259,13 @@ async def test_require_verified_email_refuses_an_unverified_login_after_the_pass
 ) -> None:
     tenant = await create_tenant(client)
     member = await add_member(client, tenant)
-    turned_on = await client.patch(
-        tenant.path(), json={"require_verified_email": True}, headers=tenant.owner.headers
-    )
+    policy = {"require_verified_email": True}
+    # Its owner first: nobody demands what they have not done (they would be locked out).
+    refused = await client.patch(tenant.path(), json=policy, headers=tenant.owner.headers)
+    assert (refused.status_code, refused.json()["code"]) == (403, "email_not_verified")
+    owner_link = await verification_token(client, tenant.owner.email)
+    assert (await verify(client, tenant, owner_link)).status_code == 204
+    turned_on = await client.patch(tenant.path(), json=policy, headers=tenant.owner.headers)
     assert (turned_on.status_code, turned_on.json()["require_verified_email"]) == (200, True)
 
     wrong = await token(
@@ -276,8 +281,24 @@ async def test_require_verified_email_refuses_an_unverified_login_after_the_pass
     assert right.json()["email_not_verified"] is True
     # Signed out, the user cannot ask for a link: the refused login mailed a new one.
     assert len(await outbox.outbox_to(client, member.email, EMAIL_VERIFICATION)) == 2
+    failures = await audit_actions(client, tenant, "login.failed")
+    assert [e["details"]["reason"] for e in failures] == ["email_not_verified", "bad_password"]
     assert (await verify(client, tenant, await verification_token(client, member.email))).status_code == 204
     await login(client, tenant.slug, member.email)
+
+
+async def test_signing_up_a_victims_address_again_and_again_mails_it_a_few_times(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Anyone may open tenants (or sign up) with any address: each one's verification mail
+    spends the address's budget, across tenants; past it the sign-up works, mailing nothing."""
+    settings = make_settings(RATE_LIMITS_ENABLED=True, FORGOT_PASSWORD_RATE_LIMIT="2/hour")
+    async with make_client(settings) as client:
+        for n in range(4):
+            owner = {"email": "victim@example.com", "password": DEFAULT_PASSWORD}
+            body = {"slug": f"bomb-{n}-{uuid.uuid4().hex[:6]}", "name": "Call +1 555 0100", "owner": owner}
+            assert (await client.post("/tenants", json=body)).status_code == 201
+        assert len(await outbox.outbox_to(client, "victim@example.com", EMAIL_VERIFICATION)) == 2
 
 
 async def test_the_link_reaches_a_real_smtp_server_and_works(

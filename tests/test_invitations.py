@@ -15,10 +15,12 @@ from saas_app.auth.account_tokens import EMAIL_VERIFICATION
 from saas_app.core.clock import FrozenClock
 from saas_app.core.config import Settings
 from saas_app.invitations.service import PURPOSE
+from saas_app.rbac.permissions import PERMISSIONS
 from tests import outbox
 from tests.factories import Member, TenantCtx, add_member, create_api_key, create_tenant, login
 from tests.test_mail import Mailbox, smtp_server
 
+ADMIN_PERMISSIONS = [p for p in PERMISSIONS if p != "tenant:manage"]
 PAGE = "accept-invite"
 PASSWORD = "an invited long passphrase"
 
@@ -180,6 +182,59 @@ async def test_an_invitation_does_not_outlive_its_inviters_authority(client: Asy
     )
     assert off.status_code == 200
     assert (await accept(client, tenant, await invitation_token(client, "b@example.com"))).status_code == 400
+
+
+async def test_a_key_made_invitation_ends_with_the_keys_authority(client: AsyncClient) -> None:
+    """An admin's key invites an admin; the admin is demoted: the invitation is void (the
+    key acts within its creator's current permissions). A revoked key's as well."""
+    tenant = await create_tenant(client)
+    admin = await add_member(client, tenant, "admin")
+    key = await create_api_key(client, tenant, *ADMIN_PERMISSIONS, by=admin)
+    for email in ("x@example.com", "y@example.com"):
+        made = await client.post(
+            tenant.path("/invitations"), json={"email": email, "roles": ["admin"]}, headers=key.headers
+        )
+        assert made.status_code == 201, made.text
+    demoted = await client.put(
+        tenant.path(f"/users/{admin.id}/roles"), json={"roles": ["member"]}, headers=tenant.owner.headers
+    )
+    assert demoted.status_code == 200
+    assert (await accept(client, tenant, await invitation_token(client, "x@example.com"))).status_code == 400
+    restored = await client.put(
+        tenant.path(f"/users/{admin.id}/roles"), json={"roles": ["admin"]}, headers=tenant.owner.headers
+    )
+    assert restored.status_code == 200
+    revoked = await client.delete(tenant.path(f"/api-keys/{key.id}"), headers=tenant.owner.headers)
+    assert revoked.status_code == 204
+    assert (await accept(client, tenant, await invitation_token(client, "y@example.com"))).status_code == 400
+
+
+async def test_a_role_deleted_since_voids_the_invitation(client: AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    role = {"name": "temp", "permissions": ["projects:read"]}
+    assert (
+        await client.post(tenant.path("/roles"), json=role, headers=tenant.owner.headers)
+    ).status_code == 201
+    await invite(client, tenant, "temp@example.com", ["temp"])
+    assert (await client.delete(tenant.path("/roles/temp"), headers=tenant.owner.headers)).status_code == 204
+    refused = await accept(client, tenant, await invitation_token(client, "temp@example.com"))
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_token")
+
+
+async def test_invitations_to_one_address_are_limited_like_any_mail_to_it(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(RATE_LIMITS_ENABLED=True, FORGOT_PASSWORD_RATE_LIMIT="2/hour")
+    async with make_client(settings) as client:
+        tenant = await create_tenant(client)
+        for _ in range(2):  # invite, revoke, invite again ...
+            made = await invite(client, tenant, "victim@example.com", ["viewer"])
+            assert made.status_code == 201
+            path = tenant.path(f"/invitations/{made.json()['id']}")
+            assert (await client.delete(path, headers=tenant.owner.headers)).status_code == 204
+        third = await invite(client, tenant, "victim@example.com", ["viewer"])
+        assert (third.status_code, third.json()["code"]) == (429, "rate_limited")
+        assert len(await outbox.outbox_to(client, "victim@example.com", PURPOSE)) == 2
 
 
 async def test_an_address_that_joined_meanwhile_keeps_the_invitation_pending(client: AsyncClient) -> None:

@@ -174,6 +174,8 @@ async def test_a_message_goes_out_once_with_a_text_and_an_html_part(outbox: Outb
     stored = await message(runtime, sent_id)
     assert stored.state == SENT
     assert stored.sent_at is not None
+    # The body (a live one-time link, often) is not kept once it went out.
+    assert (stored.text_body, stored.html_body) == ("", None)
     (received,) = box.received
     assert received["To"] == "user0@example.com"
     assert received["From"] == "Acme <no-reply@localhost>"
@@ -210,6 +212,19 @@ async def test_names_and_subjects_beyond_ascii_arrive_as_written(outbox: Outbox)
     )
     assert html.get_content().strip() == "<p>Grüße</p>"
     assert received.get_body(("plain",))["Content-Transfer-Encoding"] == "quoted-printable"
+
+
+async def test_a_name_that_looks_like_an_encoded_word_is_shown_as_written(outbox: Outbox) -> None:
+    """`=?utf-8?q?...?=` (RFC 2047) in a tenant's name or a subject would be decoded by the
+    reader into other text (or a line break): it goes encoded, and reads as written."""
+    trick = "=?utf-8?q?Your_bank=0D=0ABcc:_spy@example.com?="
+    async with outbox.runtime.write_session_factory() as session, session.begin():
+        one_message(session, outbox.runtime.clock.now(), sender_name=trick, subject=f"Hello {trick}")
+    assert await outbox.sender.deliver_due() == 1
+    (received,) = outbox.box.received
+    assert received["From"].addresses[0].display_name == trick
+    assert received["Subject"] == f"Hello {trick}"
+    assert received["Bcc"] is None
 
 
 async def test_a_message_of_a_rolled_back_transaction_is_never_sent(outbox: Outbox) -> None:

@@ -76,7 +76,11 @@ async def test_a_reset_link_by_mail_sets_a_new_password_and_ends_every_session(c
         client, tenant.slug, grant_type="password", username=member.email, password=DEFAULT_PASSWORD
     )
     assert old.status_code == 400
-    await login(client, tenant.slug, member.email, NEW_PASSWORD)
+    fresh = await login(client, tenant.slug, member.email, NEW_PASSWORD)
+    # The link came to the address: it is the user's now, verified.
+    assert (await client.get(tenant.path("/users/me"), headers=fresh.headers)).json()[
+        "email_verified"
+    ] is True
     events = await client.get(tenant.path("/audit-events"), headers=tenant.owner.headers)
     actions = [e["action"] for e in events.json()["items"]]
     assert "password.reset_requested" in actions

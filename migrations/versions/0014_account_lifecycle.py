@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("roles", sa.JSON(), nullable=False),
         sa.Column("invited_by", sa.Uuid(), nullable=True),
+        sa.Column("invited_by_key", sa.Uuid(), nullable=True),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
@@ -71,6 +72,12 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["invited_by"], ["user.id"], name=op.f("fk_invitation_invited_by_user"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["invited_by_key"],
+            ["api_key.id"],
+            name=op.f("fk_invitation_invited_by_key_api_key"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_invitation")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_invitation_token_hash")),

@@ -119,6 +119,15 @@ async def reset_password(
     await session.commit()
     new_hash = await runtime.hasher.hash(new_password)
     user.password_hash = new_hash
+    if not user.email_verified:  # the link came to this address: it is the user's
+        user.email_verified_at = origin.now
+        await audit.record(
+            session=session,
+            tenant_id=tenant.id,
+            action="email.verified",
+            origin=origin,
+            target=Ref("user", user.id),
+        )
     ended = await end_every_way_in(session=session, tenant_id=tenant.id, user_id=user.id, now=origin.now)
     await audit.record(
         session=session,

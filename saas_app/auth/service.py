@@ -75,7 +75,7 @@ async def register(
         role_names=[MEMBER],
         origin=origin,
     )
-    await verification.mail_link(session, runtime, tenant, user, email=user.email, origin=origin)
+    await verification.mail_link_if_allowed(session, runtime, tenant, user, origin=origin)
     return user, roles
 
 
@@ -138,6 +138,14 @@ async def password_grant(
         # The registration's link may be lost or expired, and there is no other way in for
         # this user to ask for one: a new link goes out (within the per-address budget).
         await verification.mail_link_if_allowed(session, runtime, tenant, user, origin=origin)
+        await audit.record(
+            session=session,
+            tenant_id=tenant.id,
+            action="login.failed",
+            origin=origin,
+            target=Ref("user", user.id),
+            details={"reason": "email_not_verified"},
+        )
         raise EmailNotVerified()
     await check_scope(session=session, tenant_id=tenant.id, user_id=user.id, requested=requested)
     pending = await second_step(

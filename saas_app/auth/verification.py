@@ -29,9 +29,10 @@ from saas_app.users import service as users
 from saas_app.users.models import User
 from saas_app.users.service import UserExists
 
-# Verification mails per address, on the budget of reset mails (FORGOT_PASSWORD_RATE_LIMIT):
-# whoever can ask for them must not be able to flood a mailbox with them.
-MAIL_BUCKET = "verification_mail"
+# Verification and invitation mails per address, across tenants, at the rate of reset mails
+# (FORGOT_PASSWORD_RATE_LIMIT): whoever can cause them (sign up, open a tenant, invite)
+# must not be able to flood a mailbox with them.
+MAIL_BUCKET = "mail_per_address"
 NOTICE = "email_change_notice"
 
 

@@ -22,7 +22,10 @@ class Invitation(UUIDPrimaryKey, TenantOwned, Base):
 
     email: Mapped[str] = mapped_column(String(320), index=True)
     roles: Mapped[list[str]] = mapped_column(JSON)  # role names, as granted at acceptance
+    # Who invited: a user, or an API key (then `invited_by` is None). Acceptance checks that
+    # they may still grant the roles.
     invited_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    invited_by_key: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]

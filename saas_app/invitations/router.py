@@ -26,7 +26,7 @@ router = APIRouter(
 accept_router = APIRouter(prefix="/t/{tenant}/auth/invitations", tags=["auth"], responses=TENANT)
 
 
-@router.post("", status_code=201, responses=problems(409, 422))
+@router.post("", status_code=201, responses=problems(409, 422, 429))
 async def create_invitation(
     body: InvitationCreate,
     principal: CurrentPrincipal,
@@ -42,8 +42,7 @@ async def create_invitation(
         tenant=tenant,
         email=body.email,
         role_names=body.roles,
-        inviter=principal.permissions,
-        inviter_user_id=principal.user_id,
+        inviter=principal,
         origin=origin,
     )
     return InvitationRead.of(invitation, origin.now)

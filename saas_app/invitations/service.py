@@ -2,8 +2,8 @@
 mailed link chooses a password and joins, verified, even while self sign-up is closed.
 
 The roles are clipped to the inviter: nobody invites into a permission they lack (403, the
-rule of role changes). At acceptance the inviter must still be active and still hold them,
-so an invitation does not outlive its inviter's authority.
+rule of role changes). At acceptance the inviter (a user, or an API key) must still be
+able to grant them, so an invitation does not outlive its inviter's authority.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from saas_app.api_keys import service as api_keys
+from saas_app.api_keys.models import ApiKey
 from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
 from saas_app.auth import account_tokens
 from saas_app.auth.account_tokens import MAX_TOKEN_LENGTH, InvalidAccountToken
+from saas_app.auth.verification import MAIL_BUCKET
 from saas_app.core.errors import Conflict, NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
+from saas_app.guards import Principal
 from saas_app.invitations.models import ACCEPTED, EXPIRED, PENDING, REVOKED, Invitation
 from saas_app.mail import templates
 from saas_app.mail.outbox import enqueue
@@ -71,8 +75,7 @@ async def invite(
     tenant: TenantInfo,
     email: str,
     role_names: list[str],
-    inviter: frozenset[str],
-    inviter_user_id: uuid.UUID | None,
+    inviter: Principal,
     origin: Origin,
 ) -> Invitation:
     """Creates an invitation and writes its mail (in the caller's transaction)."""
@@ -83,7 +86,7 @@ async def invite(
     unknown = sorted(set(role_names) - {r.name for r in roles})
     if unknown:
         raise UnknownRole(f"Unknown role(s): {', '.join(unknown)}.")
-    rbac.ensure_grantable(permissions_of(roles), inviter)
+    rbac.ensure_grantable(permissions_of(roles), inviter.permissions)
     if await users.find_by_email(session=session, tenant_id=tenant.id, email=email) is not None:
         raise UserExists()
     pending = select(Invitation.id).where(
@@ -91,20 +94,23 @@ async def invite(
     )
     if await session.scalar(pending) is not None:
         raise InvitationExists()
+    # Invite, revoke, invite again: a mailbox must not fill with invitations either.
+    await runtime.limiter.enforce(MAIL_BUCKET, runtime.settings.FORGOT_PASSWORD_RATE_LIMIT, email)
     token, token_hash = account_tokens.new_token()
     days = runtime.settings.INVITATION_TTL_DAYS
     invitation = Invitation(
         tenant_id=tenant.id,
         email=email,
         roles=[r.name for r in roles],
-        invited_by=inviter_user_id,
+        invited_by=inviter.user_id,
+        invited_by_key=inviter.api_key_id,
         token_hash=token_hash,
         created_at=origin.now,
         expires_at=origin.now + timedelta(days=days),
     )
     session.add(invitation)
     await session.flush()
-    await _mail(session, runtime, tenant, invitation, token, inviter_user_id, origin.now)
+    await _mail(session, runtime, tenant, invitation, token, inviter.user_id, origin.now)
     await audit.record(
         session=session,
         tenant_id=tenant.id,
@@ -224,7 +230,9 @@ async def accept(
         raise InvalidAccountToken()
     invitation = await session.get_one(Invitation, invitation_id)
     roles = await _roles(session, tenant.id, invitation.roles)
-    if not await _inviter_still_may(session, tenant.id, invitation.invited_by, permissions_of(roles)):
+    if len(roles) != len(invitation.roles):  # a role deleted since: not what was offered
+        raise InvalidAccountToken()
+    if not await _inviter_still_may(session, runtime, invitation, permissions_of(roles), origin.now):
         raise InvalidAccountToken()
     user, roles = await users.create_user(
         session=session,
@@ -248,14 +256,28 @@ async def accept(
 
 
 async def _inviter_still_may(
-    session: AsyncSession, tenant_id: uuid.UUID, inviter_id: uuid.UUID | None, granted: frozenset[str]
+    session: AsyncSession, runtime: Runtime, invitation: Invitation, granted: frozenset[str], now: datetime
 ) -> bool:
-    """Whether the inviting user is active and holds `granted` still (invitations made
-    with an API key have no inviting user and were checked when made)."""
-    if inviter_id is None:
-        return True
-    inviter = await session.get(User, inviter_id)
-    if inviter is None or inviter.tenant_id != tenant_id or not inviter.is_active:
-        return False
-    held = await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[inviter_id])
-    return granted <= permissions_of(held.get(inviter_id, []))
+    """Whether who invited could invite so now: an active user holding `granted`, or a
+    live API key whose permissions (its scopes, within its creator's) cover them."""
+    tenant_id = invitation.tenant_id
+    if invitation.invited_by is not None:
+        inviter = await session.get(User, invitation.invited_by)
+        if inviter is None or inviter.tenant_id != tenant_id or not inviter.is_active:
+            return False
+        held = await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[inviter.id])
+        return granted <= permissions_of(held.get(inviter.id, []))
+    if invitation.invited_by_key is not None:
+        prefix = await session.scalar(
+            select(ApiKey.prefix).where(ApiKey.id == invitation.invited_by_key, ApiKey.tenant_id == tenant_id)
+        )
+        if prefix is None:
+            return False
+        key = await runtime.reader.run(lambda fetch: api_keys.load_record(fetch, prefix))
+        return (
+            key is not None
+            and key.is_live(now)
+            and key.permissions is not None
+            and granted <= key.permissions
+        )
+    return False  # the inviter is gone

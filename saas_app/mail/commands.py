@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import OperationalError
 
 from saas_app.core.errors import DomainError, NotFound
-from saas_app.mail.models import MailMessage
+from saas_app.mail.models import FAILED, SENT, MailMessage
 from saas_app.mail.outbox import as_email
 from saas_app.mail.sender import MailSender
 from saas_app.runtime import Runtime
@@ -67,7 +67,10 @@ async def show_message(runtime: Runtime, message_id: str) -> None:
     for name, value in headers.items():
         print(f"{name}: {shown_safely(value)}")
     print(f"State: {message.state} ({message.attempts} attempt(s){_why(message)})\n")
-    print(shown_safely(message.text_body, keep="\n"))
+    if message.state in (SENT, FAILED):
+        print("(The body is removed once a message is sent or has failed: it held a one-time link.)")
+    else:
+        print(shown_safely(message.text_body, keep="\n"))
 
 
 class MalformedMessage(DomainError):

@@ -78,10 +78,14 @@ def as_email(message: MailMessage, mail_from: str, now: datetime) -> Message:
         email = MIMEMultipart("alternative")
         email.attach(text)
         email.attach(MIMEText(message.html_body, "html", UTF8_QP))  # type: ignore[arg-type]
-    email["From"] = formataddr((_header(message.sender_name or ""), mail_from), charset="utf-8")
+    name = _header(message.sender_name or "")
+    if _plain(name):
+        email["From"] = formataddr((name, mail_from))
+    else:
+        email["From"] = f"{Header(name, 'utf-8').encode()} <{mail_from}>"
     email["To"] = _header(message.recipient)
     subject = _header(message.subject)
-    if subject.isascii():
+    if _plain(subject):
         email["Subject"] = subject
     else:
         email["Subject"] = Header(subject, "utf-8")  # type: ignore[assignment]  # RFC 2047 words
@@ -90,6 +94,12 @@ def as_email(message: MailMessage, mail_from: str, now: datetime) -> Message:
     # the server's 250 and its record) is recognisable as one.
     email["Message-ID"] = f"<{message.id.hex}@{mail_from.rpartition('@')[2] or 'localhost'}>"
     return email
+
+
+def _plain(text: str) -> bool:
+    """Whether a header's text goes as it is: ASCII that no reader takes for an encoded word
+    (RFC 2047 `=?charset?q?...?=`: a tenant named so would be shown as something else)."""
+    return text.isascii() and "=?" not in text
 
 
 def _header(value: str) -> str:

@@ -43,6 +43,9 @@ logger = logging.getLogger("saas_app.mail")
 POLL_SECONDS = 1.0  # how long a new message may wait while the sender is idle
 BATCH = 50  # messages claimed, and sent on one connection, at a time
 MAX_BACKOFF_SECONDS = 60
+# A message's body holds a live one-time link (a reset, a verification, an invitation): kept
+# only while the message may still be sent, never for the 30 days a sent row stays listed.
+ENDED_BODY: dict[str, object] = {"text_body": "", "html_body": None}
 # The server's answer about this message (RCPT, DATA): its own outcome. Anything else
 # (connect, TLS, EHLO, login, MAIL FROM, a lost connection) is the server's or the
 # operator's state: the messages wait, uncharged, and the sender backs off.
@@ -172,7 +175,7 @@ class MailSender:
             await session.execute(
                 update(MailMessage)
                 .where(self._due(now), MailMessage.created_at <= now - self._max_age)
-                .values(state=FAILED, last_error="too old")
+                .values(state=FAILED, last_error="too old", **ENDED_BODY)
                 .execution_options(synchronize_session=False)
             )
             # The batch's ids first, locked (PostgreSQL skips rows another sender holds),
@@ -237,6 +240,8 @@ class MailSender:
         if state == PENDING and now - message.created_at >= self._max_age:
             state = FAILED
         values: dict[str, object] = {"state": state, "last_error": outcome.detail}
+        if state in (SENT, FAILED):
+            values.update(ENDED_BODY)
         if state == SENT:
             values["sent_at"] = now
         elif state == PENDING:

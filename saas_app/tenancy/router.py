@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 
 from saas_app.abuse import per_ip_limit
 from saas_app.auth import verification
+from saas_app.core.errors import Forbidden
 from saas_app.core.openapi import AUTHENTICATED, problems
 from saas_app.guards import AnonymousOriginDep, CurrentPrincipal, OriginDep, ensure_second_factor, require
 from saas_app.runtime import RuntimeDep, SessionDep
@@ -13,9 +14,15 @@ from saas_app.tenancy import service
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
 from saas_app.tenancy.schemas import TenantBrief, TenantCreate, TenantCreated, TenantRead, TenantUpdate
+from saas_app.users import service as users
 from saas_app.users.schemas import UserRead
 
 router = APIRouter(tags=["tenants"])
+
+
+class OwnAddressUnverified(Forbidden):
+    code = "email_not_verified"
+    title = "Verify your own address before requiring verified addresses of everyone"
 
 
 @router.post(
@@ -40,9 +47,7 @@ async def create_tenant(
         owner_full_name=body.owner.full_name,
         origin=origin,
     )
-    await verification.mail_link(
-        session, runtime, TenantInfo.of(tenant), owner, email=owner.email, origin=origin
-    )
+    await verification.mail_link_if_allowed(session, runtime, TenantInfo.of(tenant), owner, origin=origin)
     return TenantCreated(
         tenant=TenantBrief.model_validate(tenant, from_attributes=True), owner=UserRead.of(owner, roles)
     )
@@ -69,6 +74,12 @@ async def update_tenant(
         # The MFA policy changes only from a session that passed a second factor: nobody
         # demands a factor they do not use, and a stolen password cannot lift the policy.
         ensure_second_factor(principal)
+    if body.require_verified_email and not tenant.require_verified_email and principal.user_id is not None:
+        # Nobody demands a verified address they have not verified: they would lock
+        # themselves out at their next login.
+        me = await users.get_user(session=session, tenant_id=tenant.id, user_id=principal.user_id)
+        if not me.email_verified:
+            raise OwnAddressUnverified()
     updated = await service.update_tenant(
         session=session,
         tenant_id=tenant.id,
