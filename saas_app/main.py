@@ -24,6 +24,7 @@ from saas_app.core.http import HttpEdge
 from saas_app.core.logging import configure_logging
 from saas_app.core.openapi import EVERY_ROUTE, install_openapi
 from saas_app.core.proxy import install_proxy_headers, refuse_foreign_proxy_trust
+from saas_app.discovery import router as discovery_router
 from saas_app.github.router import link_router as github_link_router
 from saas_app.github.router import router as github_router
 from saas_app.invitations.router import accept_router as accept_invitation_router
@@ -119,6 +120,7 @@ def create_app(
         api_keys_router,
         invitations_router,
         accept_invitation_router,
+        discovery_router,
     ):
         app.include_router(router)
     if settings.CORS_ORIGINS:

@@ -23,6 +23,9 @@ from jose.exceptions import JOSEError
 from saas_app.core.config import Settings
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 §2.1 media type)
+# RFC 9068 §2.2 requires `client_id`: the tenant's own first-party client issues the tokens
+# of the password grant and of GitHub sign-in (API-v2 §2).
+FIRST_PARTY_CLIENT = "first-party"
 ACCESS_REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "tid", "sid", "jti")
 LEEWAY_SECONDS = 30
 
@@ -126,11 +129,13 @@ def validate_times_shape(claims: Mapping[str, Any]) -> None:
         raise InvalidToken("nbf must be an integer")
 
 
-def validate_times(claims: Mapping[str, Any], now: datetime, leeway: int = LEEWAY_SECONDS) -> None:
+def validate_times(
+    claims: Mapping[str, Any], now: datetime, leeway: int = LEEWAY_SECONDS, exp_leeway: int | None = None
+) -> None:
     validate_times_shape(claims)
     exp, iat, nbf = claims["exp"], claims["iat"], claims.get("nbf")
     ts = int(now.timestamp())
-    if exp <= ts - leeway:
+    if exp <= ts - (leeway if exp_leeway is None else exp_leeway):
         raise InvalidToken("token expired")
     if iat > ts + leeway:
         raise InvalidToken("token issued in the future")
@@ -181,6 +186,7 @@ class AccessTokens:
             "amr": list(amr),
             # When the user last proved who they are (OIDC Core §2); refreshes keep it.
             "auth_time": int(auth_time.timestamp()),
+            "client_id": FIRST_PARTY_CLIENT,
         }
         return self._keys.sign(claims, ACCESS_TOKEN_TYPE)
 
@@ -195,7 +201,9 @@ class AccessTokens:
         claims, access = verified
         # What depends on the tenant asked for and on the time is checked on every use.
         validate_iss(claims, self.issuer(tenant_slug))
-        validate_times(claims, now)
+        # Expiry without leeway: the service is the clock its tokens' `exp` was set by
+        # (API-v2 §2). `iat` and `nbf` keep the leeway: another node's clock may run ahead.
+        validate_times(claims, now, exp_leeway=0)
         return access
 
     def _verify_signed(self, token: str) -> tuple[dict[str, Any], AccessClaims]:

@@ -65,6 +65,9 @@ PUBLIC = {
     "POST /t/{tenant}/auth/password/reset",
     "POST /t/{tenant}/auth/email/verify",
     "POST /t/{tenant}/auth/invitations/accept",
+    "GET /t/{tenant}/.well-known/openid-configuration",
+    "GET /.well-known/oauth-authorization-server/t/{tenant}",
+    "GET /t/{tenant}/.well-known/jwks.json",
     "GET /t/{tenant}/auth/github/authorize",
     "GET /t/{tenant}/auth/github/callback",
 }

@@ -62,6 +62,7 @@ SIGNED_IN = {
     "GET /t/{tenant}/users/me",
     "PATCH /t/{tenant}/users/me",
     "POST /t/{tenant}/users/me/email/verification",
+    "GET /t/{tenant}/oauth/userinfo",
     "POST /t/{tenant}/users/me/password",
     "GET /t/{tenant}/users/me/sessions",
     "DELETE /t/{tenant}/users/me/sessions/{sid}",
@@ -81,6 +82,9 @@ PUBLIC = {
     "POST /t/{tenant}/auth/password/reset",
     "POST /t/{tenant}/auth/email/verify",
     "POST /t/{tenant}/auth/invitations/accept",
+    # What resource servers read to verify tokens (API-v2 §2).
+    "GET /t/{tenant}/.well-known/openid-configuration",
+    "GET /t/{tenant}/.well-known/jwks.json",
     "GET /t/{tenant}/auth/github/authorize",
     "GET /t/{tenant}/auth/github/callback",
     # The API's documentation for the tenant (Swagger UI and its OpenAPI document).

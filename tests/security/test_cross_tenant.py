@@ -219,6 +219,10 @@ ROUTES: dict[str, Route] = {
     # The API's own documentation for the path's tenant: public, the same for every caller,
     # naming nothing of the tenant but its slug (core/docs.py).
     "GET /t/{tenant}/docs": Route(200, 200),
+    # What resource servers read: public, naming the path's tenant only (its issuer).
+    "GET /t/{tenant}/.well-known/openid-configuration": Route(200, 200),
+    "GET /t/{tenant}/.well-known/jwks.json": Route(200, 200),
+    "GET /t/{tenant}/oauth/userinfo": Route(401, 200),
     "GET /t/{tenant}/openapi.json": Route(200, 200),
 }
 

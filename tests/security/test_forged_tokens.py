@@ -203,7 +203,8 @@ def revoked(s: Scene, token: str) -> Awaitable[str]:
 
 
 def expired_by_the_clock(s: Scene) -> str:
-    s.clock.advance(seconds=s.settings.ACCESS_TOKEN_TTL_SECONDS + LEEWAY_SECONDS + 1)
+    # No leeway on `exp`: the service set it by its own clock (API-v2 §2).
+    s.clock.advance(seconds=s.settings.ACCESS_TOKEN_TTL_SECONDS)
     return bearer(s.member.login.access_token)
 
 
@@ -257,6 +258,9 @@ FORGED: list[Forged] = [
         "expired-beyond-leeway",
         lambda s: s.resign(exp=s.now() - LEEWAY_SECONDS - 1, iat=s.now() - LEEWAY_SECONDS - 901),
     ),
+    # Its own tokens' `exp` gets no leeway at all: a second past it is past it.
+    Forged("expired-one-second-ago", lambda s: s.resign(exp=s.now() - 1, iat=s.now() - 901)),
+    Forged("expiring-this-second", lambda s: s.resign(exp=s.now(), iat=s.now() - 900)),
     Forged("expired-real-token-after-clock-moves", expired_by_the_clock),
     Forged("iat-far-in-future", lambda s: s.resign(iat=s.now() + 3600, exp=s.now() + 4500)),
     # RFC 7519 §4.1.5: not before `nbf`; the service never issues one but honours it.
