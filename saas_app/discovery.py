@@ -4,8 +4,8 @@ signed-in user's `userinfo`.
 
 The documents are built from settings and the tenant's slug, served from memory, and
 cacheable (`Cache-Control`, a strong `ETag`; `If-None-Match` gets 304). Only endpoints that
-exist are listed: introspection, client credentials and the authorization endpoint join
-the document when they are built.
+exist are listed: client credentials and the authorization endpoint join the document
+when they are built.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def configuration(runtime: Runtime, slug: str) -> dict[str, Any]:
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "token_endpoint": f"{issuer}/auth/token",
         "revocation_endpoint": f"{issuer}/auth/revoke",
+        # RFC 7662; the caller presents a bearer token or an API key with tokens:introspect.
+        "introspection_endpoint": f"{issuer}/auth/introspect",
         "userinfo_endpoint": f"{issuer}/oauth/userinfo",
         "grant_types_supported": list(GRANT_TYPES),
         "scopes_supported": list(PERMISSIONS),

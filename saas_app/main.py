@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from saas_app.api_keys.router import router as api_keys_router
 from saas_app.audit.router import router as audit_router
 from saas_app.auth.errors import OAuthError, oauth_error_handler
+from saas_app.auth.introspection import router as introspection_router
 from saas_app.auth.recovery_router import router as recovery_router
 from saas_app.auth.router import router as auth_router
 from saas_app.auth.verification_router import router as verification_router
@@ -121,6 +122,7 @@ def create_app(
         invitations_router,
         accept_invitation_router,
         discovery_router,
+        introspection_router,
     ):
         app.include_router(router)
     if settings.CORS_ORIGINS:

@@ -56,7 +56,7 @@ async def test_discovery_names_the_tokens_issuer_and_the_endpoints_that_exist(cl
     assert document["revocation_endpoint"] == f"{issuer}/auth/revoke"
     assert document["userinfo_endpoint"] == f"{issuer}/oauth/userinfo"
     assert "authorization_endpoint" not in document  # not built yet: never advertised
-    assert "introspection_endpoint" not in document
+    assert document["introspection_endpoint"] == f"{issuer}/auth/introspect"
     assert {"password", "refresh_token"} <= set(document["grant_types_supported"])
     assert "projects:read" in document["scopes_supported"]
     assert document["subject_types_supported"] == ["public"]

@@ -150,3 +150,44 @@ async def test_0008_folds_stored_addresses_and_reports_clashes(
     assert str(users["clash-plain"]) in clash
     assert str(users["clash-look-alike"]) in clash
     assert "example.com" not in clash  # ids, never addresses
+
+
+async def test_0015_gives_existing_owners_and_admins_tokens_introspect(fresh_url: str) -> None:
+    config = alembic_config(fresh_url)
+    await _run(command.upgrade, config, "0014")
+    tenant_id, now = uuid.uuid4(), datetime.now(UTC)
+    before = {
+        "owner": ["projects:read", "tenant:manage"],
+        "admin": ["projects:read"],
+        "viewer": ["projects:read"],
+    }
+    role_ids = {name: uuid.uuid4() for name in before}
+    tenant_table, role_table = Base.metadata.tables["tenant"], Base.metadata.tables["role"]
+    engine = create_async_engine(fresh_url)
+    async with engine.begin() as connection:
+        await connection.execute(
+            tenant_table.insert(), [{"id": tenant_id, "slug": "t", "name": "t", "created_at": now}]
+        )
+        await connection.execute(
+            role_table.insert(),
+            [
+                {"id": role_ids[name], "tenant_id": tenant_id, "name": name, "permissions": held,
+                 "is_builtin": True, "created_at": now}
+                for name, held in before.items()
+            ],
+        )  # fmt: skip
+
+    async def stored() -> dict[str, list[str]]:
+        async with engine.connect() as connection:
+            rows = (await connection.execute(select(role_table.c.name, role_table.c.permissions))).all()
+        return {name: sorted(held) for name, held in rows}
+
+    await _run(command.upgrade, config, "head")
+    assert await stored() == {
+        "owner": ["projects:read", "tenant:manage", "tokens:introspect"],
+        "admin": ["projects:read", "tokens:introspect"],
+        "viewer": ["projects:read"],  # only the two built-in roles API-v2 §2 names
+    }
+    await _run(command.downgrade, config, "0014")
+    assert await stored() == {name: sorted(held) for name, held in before.items()}
+    await engine.dispose()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, get_args
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
@@ -25,7 +25,7 @@ KeyName = Annotated[
 
 class ApiKeyCreate(StrictModel):
     name: KeyName
-    scopes: list[Permission] = Field(min_length=1, max_length=8)
+    scopes: list[Permission] = Field(min_length=1, max_length=len(get_args(Permission)))
     expires_in_days: Annotated[int, Field(ge=1, le=3650), INTEGRAL] | None = None
     # Optional per-key limit, e.g. "100/minute".
     rate_limit: str | None = Field(default=None, max_length=100, pattern=RATE_LIMIT_PATTERN)

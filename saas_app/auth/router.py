@@ -28,7 +28,7 @@ MAX_FIELDS = 20
 SECOND_FACTOR_GRANTS = {"mfa_otp": "otp", "mfa_recovery_code": "recovery_code"}
 
 
-def _form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
     """The form's schema, with the bounds `read_form` and `field` enforce on every field: at most
     MAX_FIELD characters, no NUL, and a required one not empty (RFC 6749 §3.2, Appendix A)."""
     for name, field_schema in fields.items():
@@ -53,7 +53,7 @@ def _form_body(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }
 
 
-TOKEN_FORM = _form_body(
+TOKEN_FORM = form_body(
     {
         "grant_type": {
             "type": "string",
@@ -86,7 +86,7 @@ class TokenResponse(BaseModel):
 # (404) and of the size limits (413, 414, 431) included (saas_app/core/errors.py).
 OAUTH_REFUSALS = oauth_errors(400, 404, 413, 414, 431)
 
-REVOKE_FORM = _form_body({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
+REVOKE_FORM = form_body({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
 async def read_form(request: Request) -> dict[str, str]:

@@ -12,6 +12,7 @@ PERMISSIONS: Final = (
     "roles:manage",
     "api_keys:manage",
     "audit:read",
+    "tokens:introspect",  # RFC 7662 introspection, for resource servers (API-v2 §2)
     "tenant:manage",
 )
 CATALOGUE: Final = frozenset(PERMISSIONS)

@@ -16,6 +16,7 @@ Permission = Literal[
     "roles:manage",
     "api_keys:manage",
     "audit:read",
+    "tokens:introspect",
     "tenant:manage",
 ]
 RoleName = Annotated[str, StringConstraints(pattern=ROLE_NAME_PATTERN)]

@@ -50,6 +50,7 @@ GUARDED = {
     "GET /t/{tenant}/projects/{project_id}": "projects:read",
     "POST /t/{tenant}/projects": "projects:write",
     "POST /t/{tenant}/invitations": "users:manage",
+    "POST /t/{tenant}/auth/introspect": "tokens:introspect",
     "GET /t/{tenant}/invitations": "users:manage",
     "DELETE /t/{tenant}/invitations/{invitation_id}": "users:manage",
     "PATCH /t/{tenant}/projects/{project_id}": "projects:write",

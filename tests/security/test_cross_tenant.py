@@ -165,6 +165,10 @@ ROUTES: dict[str, Route] = {
     "POST /t/{tenant}/auth/invitations/accept": Route(
         400, 400, json=lambda _: {"token": "x" * 43, "password": "another long passphrase"}
     ),
+    # RFC 7662: the other tenant's token is not live here (and nothing of it is told).
+    "POST /t/{tenant}/auth/introspect": Route(
+        401, 200, form=lambda other: {"token": other.owner.login.access_token}
+    ),
     "POST /t/{tenant}/auth/logout": Route(401, 204),
     "GET /t/{tenant}/users/me": Route(401, 200),
     "PATCH /t/{tenant}/users/me": Route(401, 200, json=lambda _: {"full_name": "Mallory"}),
