@@ -86,7 +86,8 @@ async def test_anything_not_live_here_is_one_inactive_answer(client: AsyncClient
     ):
         assert await active(client, tenant, value) == {"active": False}, value[:20]
     missing = await client.post(tenant.path("/auth/introspect"), data={}, headers=tenant.owner.headers)
-    assert (missing.status_code, missing.json()["error"]) == (400, "invalid_request")
+    assert (missing.status_code, missing.json()["code"]) == (400, "invalid_request")
+    assert missing.headers["content-type"] == "application/problem+json"
 
 
 async def test_only_a_caller_with_tokens_introspect_may_ask(client: AsyncClient) -> None:

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from saas_app.api_keys import service as api_keys
 from saas_app.auth import sessions
-from saas_app.auth.errors import NO_STORE
+from saas_app.auth.errors import NO_STORE, InvalidRequest
 from saas_app.auth.models import RefreshToken, Session
-from saas_app.auth.router import OAUTH_REFUSALS, field, form_body, read_form
-from saas_app.core.errors import Unauthorized
+from saas_app.auth.router import field, form_body, read_form
+from saas_app.core.errors import DomainError, Unauthorized
 from saas_app.core.openapi import AUTHENTICATED
 from saas_app.guards import require, token_principal
 from saas_app.rbac.permissions import ordered
@@ -41,18 +41,30 @@ INACTIVE = {"active": False}
 INTROSPECT_FORM = form_body({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"])
 
 
+class MalformedIntrospection(DomainError):
+    """A form that is not one (RFC 7662 §2.1). Problem+json like the guard's own refusals
+    (401, 403, 400 `ambiguous_credentials`): this is a protected API route, not the token
+    endpoint, so one error form on every answer."""
+
+    status = 400
+    code = "invalid_request"
+    title = "Send the token form-encoded, once, as `token`"
+
+
 @router.post(
     "/introspect",
     dependencies=[Depends(require("tokens:introspect"))],
     openapi_extra=INTROSPECT_FORM,
-    responses=OAUTH_REFUSALS,
 )
 async def introspect(
     request: Request, tenant: TenantDep, session: SessionDep, runtime: RuntimeDep, now: NowDep
 ) -> JSONResponse:
     """RFC 7662 token introspection: access tokens, refresh tokens and API keys."""
-    form = await read_form(request)
-    token = field(form, "token")
+    try:
+        form = await read_form(request)
+        token = field(form, "token")
+    except InvalidRequest as exc:
+        raise MalformedIntrospection(exc.description) from None
     # The hint only orders the search (RFC 7662 §2.1); every kind is tried.
     kinds = [_access_token, _refresh_token, _api_key]
     if form.get("token_type_hint") == "refresh_token":
