@@ -10,13 +10,12 @@ when they are built.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
+from saas_app.core.conditional import NOT_MODIFIED, cacheable
 from saas_app.core.openapi import AUTHENTICATED, TENANT
 from saas_app.guards import HumanPrincipal
 from saas_app.rbac.permissions import PERMISSIONS
@@ -30,16 +29,6 @@ router = APIRouter(tags=["discovery"], responses=TENANT)
 JWKS_MAX_AGE = 300
 DISCOVERY_MAX_AGE = 3600
 GRANT_TYPES = ("password", "refresh_token", "mfa_otp", "mfa_recovery_code")
-
-
-def cacheable(request: Request, document: Any, max_age: int) -> Response:
-    """`document` as JSON with `Cache-Control` and a strong ETag; 304 when the client has it."""
-    body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"Cache-Control": f"public, max-age={max_age}", "ETag": etag}
-    if etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
 
 
 def configuration(runtime: Runtime, slug: str) -> dict[str, Any]:
@@ -67,19 +56,19 @@ def configuration(runtime: Runtime, slug: str) -> dict[str, Any]:
     }
 
 
-@router.get("/t/{tenant}/.well-known/openid-configuration")
+@router.get("/t/{tenant}/.well-known/openid-configuration", responses=NOT_MODIFIED)
 async def openid_configuration(tenant: TenantDep, runtime: RuntimeDep, request: Request) -> Response:
     """OpenID Connect Discovery 1.0: where the tenant's endpoints and keys are."""
     return cacheable(request, configuration(runtime, tenant.slug), DISCOVERY_MAX_AGE)
 
 
-@router.get("/.well-known/oauth-authorization-server/t/{tenant}")
+@router.get("/.well-known/oauth-authorization-server/t/{tenant}", responses=NOT_MODIFIED)
 async def authorization_server(tenant: TenantDep, runtime: RuntimeDep, request: Request) -> Response:
     """RFC 8414 metadata (the same document; the path inserts the well-known part first)."""
     return cacheable(request, configuration(runtime, tenant.slug), DISCOVERY_MAX_AGE)
 
 
-@router.get("/t/{tenant}/.well-known/jwks.json")
+@router.get("/t/{tenant}/.well-known/jwks.json", responses=NOT_MODIFIED)
 async def tenant_jwks(tenant: TenantDep, runtime: RuntimeDep, request: Request) -> Response:
     """The public keys that verify the tenant's tokens (none under HS256)."""
     return cacheable(request, runtime.keys.public_jwks, JWKS_MAX_AGE)
@@ -89,10 +78,10 @@ class UserInfo(BaseModel):
     sub: str
     email: str
     email_verified: bool
-    name: str | None
+    name: str | None = None  # left out when the user has none (OIDC Core §5.3.2)
 
 
-@router.get("/t/{tenant}/oauth/userinfo", responses=AUTHENTICATED)
+@router.get("/t/{tenant}/oauth/userinfo", responses=AUTHENTICATED, response_model_exclude_none=True)
 async def userinfo(principal: HumanPrincipal, tenant: TenantDep, session: SessionDep) -> UserInfo:
     """OpenID Connect UserInfo: who the access token's user is."""
     assert principal.user_id is not None  # a human principal

@@ -6,12 +6,14 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
+from saas_app.core.conditional import NOT_MODIFIED, cacheable
 from saas_app.core.errors import RETRY_UNAVAILABLE, problem
 from saas_app.core.openapi import Problem
+from saas_app.discovery import JWKS_MAX_AGE
 from saas_app.runtime import RuntimeDep
 
 router = APIRouter(tags=["platform"])
@@ -53,7 +55,7 @@ async def _answers(check: Any) -> bool:
         return False
 
 
-@router.get("/.well-known/jwks.json")
-async def jwks(runtime: RuntimeDep) -> JSONResponse:
+@router.get("/.well-known/jwks.json", responses=NOT_MODIFIED)
+async def jwks(runtime: RuntimeDep, request: Request) -> Response:
     """The public keys that verify access tokens (empty under HS256)."""
-    return JSONResponse(runtime.keys.public_jwks, headers={"Cache-Control": "public, max-age=300"})
+    return cacheable(request, runtime.keys.public_jwks, JWKS_MAX_AGE)

@@ -25,7 +25,7 @@ from httpx import AsyncClient
 
 from saas_app.core.config import Settings
 from saas_app.security.tokens import FIRST_PARTY_CLIENT
-from tests.factories import create_api_key, create_tenant
+from tests.factories import add_member, create_api_key, create_tenant
 from tests.servers import running_server
 
 
@@ -62,12 +62,20 @@ async def test_discovery_names_the_tokens_issuer_and_the_endpoints_that_exist(cl
     assert document["subject_types_supported"] == ["public"]
     rfc8414 = await client.get(f"/.well-known/oauth-authorization-server/t/{tenant.slug}")
     assert rfc8414.json() == document
-    for path in (tenant.path("/.well-known/openid-configuration"), tenant.path("/.well-known/jwks.json")):
+    for path in (
+        tenant.path("/.well-known/openid-configuration"),
+        tenant.path("/.well-known/jwks.json"),
+        "/.well-known/jwks.json",
+    ):
         first = await client.get(path)
         assert first.headers["cache-control"].startswith("public, max-age=")
         etag = first.headers["etag"]
-        again = await client.get(path, headers={"If-None-Match": etag})
-        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+        # Strong, weakened by a proxy (RFC 9110 §13.1.2 compares weakly), or `*`.
+        for asked in (etag, f'"other", W/{etag}', "*"):
+            again = await client.get(path, headers={"If-None-Match": asked})
+            assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag), asked
+        changed = await client.get(path, headers={"If-None-Match": '"not-it"'})
+        assert changed.status_code == 200
     unknown = await client.get("/t/no-such-tenant/.well-known/openid-configuration")
     assert unknown.status_code == 404
 
@@ -88,6 +96,8 @@ async def test_userinfo_says_who_the_token_is_for(client: AsyncClient) -> None:
         "email_verified": False,
         "name": "Owner",
     }
+    member = await add_member(client, tenant)  # signed up without a name: the claim is left out
+    assert set((await client.get(path, headers=member.headers)).json()) == {"sub", "email", "email_verified"}
     assert (await client.get(path)).status_code == 401
     assert (await client.get(path, headers=other.owner.headers)).status_code == 401
     key = await create_api_key(client, tenant, "users:read")

@@ -46,6 +46,9 @@ async def test_a_refresh_token_is_active_until_it_is_used(client: AsyncClient) -
     member = await add_member(client, tenant)
     body = await active(client, tenant, member.login.refresh_token)
     assert (body["active"], body["token_type"], body["sub"]) == (True, "refresh_token", member.id)
+    # Unused for SESSION_IDLE_DAYS it stops working: `exp` says so, not the 30-day end.
+    settings = client.app.state.runtime.settings  # type: ignore[attr-defined]
+    assert body["exp"] - body["iat"] <= settings.SESSION_IDLE_DAYS * 86400
     hinted = await introspect(client, tenant, member.login.refresh_token, token_type_hint="access_token")
     assert hinted.json()["token_type"] == "refresh_token"  # a wrong hint changes nothing
     rotated = await token(

@@ -209,6 +209,20 @@ async def test_a_key_made_invitation_ends_with_the_keys_authority(client: AsyncC
     assert (await accept(client, tenant, await invitation_token(client, "y@example.com"))).status_code == 400
 
 
+async def test_an_inviter_who_may_no_longer_invite_leaves_a_void_invitation(client: AsyncClient) -> None:
+    """Demoted to member (who still holds what a viewer may do, but not users:manage):
+    their invitation of a viewer goes with the right to invite."""
+    tenant = await create_tenant(client)
+    admin = await add_member(client, tenant, "admin")
+    assert (await invite(client, tenant, "v@example.com", ["viewer"], by=admin)).status_code == 201
+    demoted = await client.put(
+        tenant.path(f"/users/{admin.id}/roles"), json={"roles": ["member"]}, headers=tenant.owner.headers
+    )
+    assert demoted.status_code == 200
+    refused = await accept(client, tenant, await invitation_token(client, "v@example.com"))
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_token")
+
+
 async def test_a_role_deleted_since_voids_the_invitation(client: AsyncClient) -> None:
     tenant = await create_tenant(client)
     role = {"name": "temp", "permissions": ["projects:read"]}

@@ -139,7 +139,8 @@ async def _refresh_token(
         "sub": str(login.user_id),
         "tid": str(tenant.id),
         "sid": str(login.id),
-        "exp": int(login.expires_at.timestamp()),
+        # The sooner of the session's absolute end and its idle one (unused for that long).
+        "exp": int(min(login.expires_at, login.last_used_at + runtime.lifetimes.idle).timestamp()),
         "iat": int(issued_at.timestamp()),
         "iss": runtime.access_tokens.issuer(tenant.slug),
     }

@@ -20,7 +20,7 @@ from saas_app.users.schemas import UserRead
 router = APIRouter(
     prefix="/t/{tenant}/invitations",
     tags=["invitations"],
-    dependencies=[Depends(require("users:manage"))],
+    dependencies=[Depends(require(service.INVITE))],
     responses=AUTHENTICATED,
 )
 accept_router = APIRouter(prefix="/t/{tenant}/auth/invitations", tags=["auth"], responses=TENANT)

@@ -40,6 +40,7 @@ from saas_app.users.models import User
 from saas_app.users.service import UserExists
 
 PURPOSE = "invitation"
+INVITE = "users:manage"  # what POST /invitations requires (invitations/router.py)
 
 
 class InvitationNotFound(NotFound):
@@ -258,9 +259,9 @@ async def accept(
 async def _inviter_still_may(
     session: AsyncSession, runtime: Runtime, invitation: Invitation, granted: frozenset[str], now: datetime
 ) -> bool:
-    """Whether who invited could invite so now: an active user holding `granted`, or a
-    live API key whose permissions (its scopes, within its creator's) cover them."""
-    tenant_id = invitation.tenant_id
+    """Whether who invited could invite so now: an active user holding `users:manage` and
+    `granted`, or a live API key whose permissions (its scopes, within its creator's) do."""
+    tenant_id, granted = invitation.tenant_id, granted | {INVITE}
     if invitation.invited_by is not None:
         inviter = await session.get(User, invitation.invited_by)
         if inviter is None or inviter.tenant_id != tenant_id or not inviter.is_active:
