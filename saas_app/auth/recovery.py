@@ -22,7 +22,7 @@ from saas_app.auth.account_tokens import PASSWORD_RESET, InvalidAccountToken
 from saas_app.auth.pending import end_every_way_in
 from saas_app.auth.service import FAILURE_BUCKET
 from saas_app.mail import templates
-from saas_app.mail.outbox import enqueue
+from saas_app.mail.outbox import enqueue_template
 from saas_app.runtime import Runtime
 from saas_app.security.emails import normalize_email
 from saas_app.tenancy.cache import TenantInfo
@@ -70,19 +70,18 @@ async def _mail_reset_link(
         now=origin.now,
     )
     link = templates.page_link(runtime.settings.PUBLIC_URL, tenant.slug, "reset-password", token)
-    text, html = templates.render(
-        "password_reset", tenant_name=tenant.name, email=user.email, minutes=f"{minutes:g}", link=link
-    )
-    enqueue(
+    enqueue_template(
         session,
         tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        template="password_reset",
         purpose=PASSWORD_RESET,
         recipient=user.email,
         subject=f"Reset your {tenant.name} password",
-        text_body=text,
-        html_body=html,
-        sender_name=tenant.name,
         now=origin.now,
+        email=user.email,
+        minutes=f"{minutes:g}",
+        link=link,
     )
     await audit.record(
         session=session,

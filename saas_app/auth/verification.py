@@ -21,7 +21,7 @@ from saas_app.auth import account_tokens
 from saas_app.auth.account_tokens import EMAIL_VERIFICATION, PASSWORD_RESET, InvalidAccountToken
 from saas_app.core.errors import Conflict
 from saas_app.mail import templates
-from saas_app.mail.outbox import enqueue
+from saas_app.mail.outbox import enqueue_template
 from saas_app.runtime import Runtime
 from saas_app.security.emails import normalize_email
 from saas_app.tenancy.cache import TenantInfo
@@ -56,24 +56,19 @@ async def mail_link(
         now=origin.now,
         email=email,
     )
-    text, html = templates.render(
-        "verify_email",
+    enqueue_template(
+        session,
+        tenant_id=tenant.id,
         tenant_name=tenant.name,
+        template="verify_email",
+        purpose=EMAIL_VERIFICATION,
+        recipient=email,
+        subject=f"Confirm your e-mail address for {tenant.name}",
+        now=origin.now,
         email=email,
         hours=f"{hours:g}",
         link=templates.page_link(runtime.settings.PUBLIC_URL, tenant.slug, "verify-email", token),
         changing=email != user.email,
-    )
-    enqueue(
-        session,
-        tenant_id=tenant.id,
-        purpose=EMAIL_VERIFICATION,
-        recipient=email,
-        subject=f"Confirm your e-mail address for {tenant.name}",
-        text_body=text,
-        html_body=html,
-        sender_name=tenant.name,
-        now=origin.now,
     )
 
 
@@ -117,17 +112,17 @@ async def request_change(
         raise UserExists()
     await runtime.limiter.enforce(MAIL_BUCKET, runtime.settings.FORGOT_PASSWORD_RATE_LIMIT, new_email)
     await mail_link(session, runtime, tenant, user, email=new_email, origin=origin)
-    text, html = templates.render(NOTICE, tenant_name=tenant.name, email=user.email, new_email=new_email)
-    enqueue(
+    enqueue_template(
         session,
         tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        template=NOTICE,
         purpose=NOTICE,
         recipient=user.email,
         subject=f"A change of your {tenant.name} e-mail address",
-        text_body=text,
-        html_body=html,
-        sender_name=tenant.name,
         now=origin.now,
+        email=user.email,
+        new_email=new_email,
     )
 
 

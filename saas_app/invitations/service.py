@@ -21,13 +21,14 @@ from saas_app.audit import service as audit
 from saas_app.audit.service import Origin, Ref
 from saas_app.auth import account_tokens
 from saas_app.auth.account_tokens import MAX_TOKEN_LENGTH, InvalidAccountToken
+from saas_app.auth.issuance import held_permissions
 from saas_app.auth.verification import MAIL_BUCKET
 from saas_app.core.errors import Conflict, NotFound
 from saas_app.core.pagination import PageParams, keyset_page, split_page
 from saas_app.guards import Principal
 from saas_app.invitations.models import ACCEPTED, EXPIRED, PENDING, REVOKED, Invitation
 from saas_app.mail import templates
-from saas_app.mail.outbox import enqueue
+from saas_app.mail.outbox import enqueue_template
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role
 from saas_app.rbac.service import UnknownRole, permissions_of
@@ -134,24 +135,19 @@ async def _mail(
 ) -> None:
     inviter = await session.get(User, inviter_user_id) if inviter_user_id else None
     days = runtime.settings.INVITATION_TTL_DAYS
-    text, html = templates.render(
-        "invitation",
+    enqueue_template(
+        session,
+        tenant_id=tenant.id,
         tenant_name=tenant.name,
+        template="invitation",
+        purpose=PURPOSE,
+        recipient=invitation.email,
+        subject=f"You are invited to join {tenant.name}",
+        now=now,
         inviter=(inviter.full_name or inviter.email) if inviter else f"An administrator of {tenant.name}",
         email=invitation.email,
         days=f"{days:g}",
         link=templates.page_link(runtime.settings.PUBLIC_URL, tenant.slug, "accept-invite", token),
-    )
-    enqueue(
-        session,
-        tenant_id=tenant.id,
-        purpose=PURPOSE,
-        recipient=invitation.email,
-        subject=f"You are invited to join {tenant.name}",
-        text_body=text,
-        html_body=html,
-        sender_name=tenant.name,
-        now=now,
     )
 
 
@@ -266,8 +262,7 @@ async def _inviter_still_may(
         inviter = await session.get(User, invitation.invited_by)
         if inviter is None or inviter.tenant_id != tenant_id or not inviter.is_active:
             return False
-        held = await rbac.roles_by_user(session=session, tenant_id=tenant_id, user_ids=[inviter.id])
-        return granted <= permissions_of(held.get(inviter.id, []))
+        return granted <= await held_permissions(session=session, tenant_id=tenant_id, user_id=inviter.id)
     if invitation.invited_by_key is not None:
         prefix = await session.scalar(
             select(ApiKey.prefix).where(ApiKey.id == invitation.invited_by_key, ApiKey.tenant_id == tenant_id)

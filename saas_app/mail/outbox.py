@@ -10,9 +10,11 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, getaddresses
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from saas_app.mail import templates
 from saas_app.mail.models import PENDING, SENDER_NAME_LENGTH, SUBJECT_LENGTH, MailMessage
 
 # Bodies in UTF-8, quoted-printable: readable as sent, where base64 would hide the links.
@@ -53,6 +55,34 @@ def enqueue(
     )
     session.add(message)
     return message
+
+
+def enqueue_template(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    tenant_name: str,
+    template: str,
+    purpose: str,
+    recipient: str,
+    subject: str,
+    now: datetime,
+    **context: Any,
+) -> MailMessage:
+    """`enqueue` a tenant's message: the text and HTML parts of `template` (given the
+    tenant's name with `context`), sent in the tenant's name."""
+    text, html = templates.render(template, tenant_name=tenant_name, **context)
+    return enqueue(
+        session,
+        tenant_id=tenant_id,
+        purpose=purpose,
+        recipient=recipient,
+        subject=subject,
+        text_body=text,
+        html_body=html,
+        sender_name=tenant_name,
+        now=now,
+    )
 
 
 def one_line(text: str, limit: int) -> str:
