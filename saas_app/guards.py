@@ -24,7 +24,7 @@ from saas_app.core.readcache import read_through
 from saas_app.mfa import service as mfa
 from saas_app.rbac.permissions import CATALOGUE
 from saas_app.runtime import ClientIPDep, NowDep, Runtime, SessionDep, auth_memo, ip_of, now_of, runtime_of
-from saas_app.security.tokens import InvalidToken
+from saas_app.security.tokens import AccessClaims, InvalidToken
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep, tenant_info
 
@@ -143,6 +143,17 @@ async def token_principal(
         claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=now)
     except InvalidToken:
         raise Unauthorized() from None
+    return await claims_principal(runtime, tenant, claims, now, memo)
+
+
+async def claims_principal(
+    runtime: Runtime,
+    tenant: TenantInfo,
+    claims: AccessClaims,
+    now: datetime,
+    memo: MutableMapping[str, Any] | None = None,
+) -> Principal:
+    """The principal of a verified access token's claims, if its session is still live."""
     if claims.tid != tenant.id:
         raise Unauthorized()
     grant = await read_through(

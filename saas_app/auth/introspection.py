@@ -26,12 +26,12 @@ from saas_app.auth.models import RefreshToken, Session
 from saas_app.auth.router import field, form_body, read_form
 from saas_app.core.errors import DomainError, Unauthorized
 from saas_app.core.openapi import AUTHENTICATED
-from saas_app.guards import require, token_principal
+from saas_app.guards import claims_principal, require
 from saas_app.rbac.permissions import ordered
 from saas_app.runtime import NowDep, Runtime, RuntimeDep, SessionDep
 from saas_app.security import api_keys as key_format
 from saas_app.security.opaque import digest
-from saas_app.security.tokens import FIRST_PARTY_CLIENT
+from saas_app.security.tokens import FIRST_PARTY_CLIENT, InvalidToken
 from saas_app.tenancy.cache import TenantInfo
 from saas_app.tenancy.deps import TenantDep
 from saas_app.users.models import User
@@ -88,10 +88,10 @@ async def _access_token(
     try:
         # The same checks as any request with it: signature, issuer, expiry, a live session
         # of an active user; `scope` is what it may do now.
-        principal = await token_principal(runtime, tenant, token, now)
-    except Unauthorized:
+        claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=now)
+        principal = await claims_principal(runtime, tenant, claims, now)
+    except (InvalidToken, Unauthorized):
         return None
-    claims = runtime.access_tokens.verify(token, tenant_slug=tenant.slug, now=now)
     assert principal.user_id is not None
     return {
         "token_type": "access_token",

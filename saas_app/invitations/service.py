@@ -9,7 +9,6 @@ able to grant them, so an invitation does not outlive its inviter's authority.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, select, update
@@ -31,7 +30,7 @@ from saas_app.mail import templates
 from saas_app.mail.outbox import enqueue_template
 from saas_app.rbac import service as rbac
 from saas_app.rbac.models import Role
-from saas_app.rbac.service import UnknownRole, permissions_of
+from saas_app.rbac.service import permissions_of
 from saas_app.runtime import Runtime
 from saas_app.security.emails import normalize_email
 from saas_app.security.opaque import digest
@@ -65,11 +64,6 @@ def in_status(status: str, now: datetime) -> ColumnElement[bool]:
     }[status]
 
 
-async def _roles(session: AsyncSession, tenant_id: uuid.UUID, names: Iterable[str]) -> list[Role]:
-    stmt = select(Role).where(Role.tenant_id == tenant_id, Role.name.in_(set(names)))
-    return sorted((await session.scalars(stmt)).all(), key=lambda r: (r.created_at, str(r.id)))
-
-
 async def invite(
     *,
     session: AsyncSession,
@@ -84,10 +78,8 @@ async def invite(
     email = normalize_email(email)
     # One writer per tenant from here: "no pending invitation for this address" holds at commit.
     await rbac.lock_tenant(session=session, tenant_id=tenant.id)
-    roles = await _roles(session, tenant.id, role_names)
-    unknown = sorted(set(role_names) - {r.name for r in roles})
-    if unknown:
-        raise UnknownRole(f"Unknown role(s): {', '.join(unknown)}.")
+    roles = await rbac.roles_named(session=session, tenant_id=tenant.id, names=role_names)
+    rbac.ensure_known(role_names, roles)
     rbac.ensure_grantable(permissions_of(roles), inviter.permissions)
     if await users.find_by_email(session=session, tenant_id=tenant.id, email=email) is not None:
         raise UserExists()
@@ -178,7 +170,10 @@ async def revoke(
     invitation = await session.scalar(stmt.with_for_update())
     if invitation is None:
         raise InvitationNotFound()
-    rbac.ensure_covers(permissions_of(await _roles(session, tenant_id, invitation.roles)), actor)
+    rbac.ensure_covers(
+        permissions_of(await rbac.roles_named(session=session, tenant_id=tenant_id, names=invitation.roles)),
+        actor,
+    )
     invitation.revoked_at = origin.now
     await audit.record(
         session=session,
@@ -226,7 +221,7 @@ async def accept(
     if invitation_id is None:  # accepted or revoked in between
         raise InvalidAccountToken()
     invitation = await session.get_one(Invitation, invitation_id)
-    roles = await _roles(session, tenant.id, invitation.roles)
+    roles = await rbac.roles_named(session=session, tenant_id=tenant.id, names=invitation.roles)
     if len(roles) != len(invitation.roles):  # a role deleted since: not what was offered
         raise InvalidAccountToken()
     if not await _inviter_still_may(session, runtime, invitation, permissions_of(roles), origin.now):

@@ -234,6 +234,19 @@ async def ensure_other_active_owner(
         raise LastOwner()
 
 
+async def roles_named(*, session: AsyncSession, tenant_id: uuid.UUID, names: Iterable[str]) -> list[Role]:
+    """The tenant's roles of these names that exist, oldest first."""
+    stmt = select(Role).where(Role.tenant_id == tenant_id, Role.name.in_(set(names)))
+    return sorted((await session.scalars(stmt)).all(), key=lambda r: (r.created_at, str(r.id)))
+
+
+def ensure_known(names: Iterable[str], roles: list[Role]) -> None:
+    """Raises 422 `unknown_role` for a name none of `roles` has."""
+    unknown = sorted(set(names) - {r.name for r in roles})
+    if unknown:
+        raise UnknownRole(f"Unknown role(s): {', '.join(unknown)}.")
+
+
 async def set_user_roles(
     *,
     session: AsyncSession,
@@ -245,17 +258,8 @@ async def set_user_roles(
 ) -> list[Role]:
     """Replaces a user's roles, refusing escalation and the loss of the last owner."""
     await lock_tenant(session=session, tenant_id=tenant_id)
-    wanted_names = sorted(set(role_names))
-    wanted = list(
-        (
-            await session.scalars(
-                select(Role).where(Role.tenant_id == tenant_id, Role.name.in_(wanted_names))
-            )
-        ).all()
-    )
-    unknown = sorted(set(wanted_names) - {r.name for r in wanted})
-    if unknown:
-        raise UnknownRole(f"Unknown role(s): {', '.join(unknown)}.")
+    wanted = await roles_named(session=session, tenant_id=tenant_id, names=role_names)
+    ensure_known(role_names, wanted)
     current = (await roles_by_user(session=session, tenant_id=tenant_id, user_ids=[user.id])).get(user.id, [])
     added = [r for r in wanted if r.id not in {c.id for c in current}]
     removed = [r for r in current if r.id not in {w.id for w in wanted}]
